@@ -1,0 +1,6 @@
+"""fer-distill: facial expression recognition under VR-headset occlusion.
+
+Importing the package registers its custom Keras layers, so that
+`keras.saving.load_model` can open any `.keras` file the package wrote.
+"""
+__version__ = "0.1.0"
