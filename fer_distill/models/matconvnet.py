@@ -889,3 +889,16 @@ def _ref_name(counter) -> str:
         n //= 26
         if n == 0:
             return letters
+
+
+def write_example(path: str | os.PathLike, *, arch: str = "mini", layout: str = "beta17",
+                  matlab_version: str = "5", seed: int = 0, num_classes: int = 8) -> Path:
+    """Writes a MatConvNet file of `arch` with seeded random weights (no download needed).
+
+    Lets a fresh machine run a conversion end to end, and tests stand in for MatConvNet-trained
+    teachers and students. The weights are random: the file is a format example, not a model.
+    """
+    from fer_distill.models import build
+    keras.utils.set_random_seed(seed)
+    model = build(arch, num_classes)
+    return save_matconvnet(model, path, layout, matlab_version=matlab_version)
