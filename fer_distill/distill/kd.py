@@ -54,8 +54,8 @@ def kd_loss(
 
     Worked example (checked in tests): one example, K = 2, y = 0, A_S = (0, 0) and
     A_T = (τ·ln 3, 0), so A_T/τ = (ln 3, 0), softmax(A_T/τ) = (3/4, 1/4), and
-    softmax(A_S) = softmax(A_S/τ) = (1/2, 1/2). Hard term: −ln(1/2) = ln 2. Soft term: −(3/4·ln ½ + 1/4·ln ½)
-    = ln 2. Loss = (1 − λ)·ln 2 + λ·ln 2 = ln 2 ≈ 0.6931 for every λ, and with
+    softmax(A_S) = softmax(A_S/τ) = (1/2, 1/2). Hard term: −ln(1/2) = ln 2. Soft term:
+    −(3/4·ln ½ + 1/4·ln ½) = ln 2. Loss = (1 − λ)·ln 2 + λ·ln 2 = ln 2 ≈ 0.6931 for every λ, and with
     temperature_squared=True: (1 − λ)·ln 2 + λ·τ²·ln 2.
     """
     if not 0.0 <= float(lam) <= 1.0:
