@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -135,6 +136,44 @@ class PreparedWriter:
         split_dir.mkdir(exist_ok=True)
         return np.lib.format.open_memmap(
             split_dir / IMAGES, mode="w+", dtype=np.uint8, shape=(int(count), *self.image_shape))
+
+    def keep_images(self, split: str, keep: np.ndarray) -> np.memmap:
+        """Keeps only the rows `keep` (a bool mask) of a split filled through `new_images`.
+
+        For images found unreadable only while decoding: the kept rows are copied chunk by
+        chunk into a new file (never all in RAM), which replaces the old one.
+        """
+        _check_split(split)
+        path = self.tmp_dir / split / IMAGES
+        old = np.load(path, mmap_mode="r")
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (len(old),):
+            raise ValueError(f"{split}: keep mask of shape {keep.shape} for {len(old)} images")
+        rows = np.flatnonzero(keep)
+        scratch = path.with_name("images.kept.npy")
+        new = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8,
+                                        shape=(len(rows), *old.shape[1:]))
+        for start in range(0, len(rows), 1024):
+            new[start:start + 1024] = old[rows[start:start + 1024]]
+        new.flush()
+        del old, new
+        os.replace(scratch, path)
+        return np.load(path, mmap_mode="r+")
+
+    def share_images(self, split: str, source_split: str) -> None:
+        """Makes `split` hold the very images of `source_split` (a hard link when the file
+        system allows, else a copy): for data sets whose two splits are the same images."""
+        _check_split(split)
+        _check_split(source_split)
+        source = self.tmp_dir / source_split / IMAGES
+        if not source.is_file():
+            raise ValueError(f"{source_split}: no images to share yet")
+        target = self.tmp_dir / split / IMAGES
+        target.parent.mkdir(exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
 
     def add_split(
         self,
