@@ -6,15 +6,22 @@ negative is the pool image of another class whose STUDENT embedding (occluded vi
 to it. The pools are a random tenth of the training set, drawn once per epoch (that draw, and
 when the student embeddings of the pool are refreshed, belong to the trainer).
 
-How it is fast. At FER+ scale (25,045 anchors × 2,505 pool images × 4096-d, two searches) the
-whole job is two matrix products of ~0.5 TFLOP each; everything else is O(N·M), 4096× less.
-So the distances come from one matmul per chunk of anchors, d²(a, b) = ‖a‖² − 2a·b + ‖b‖²,
-and the class masks, the masked arg-max/arg-min and the "no candidate" test are a few fused
-elementwise passes over that chunk × pool block. Anchors are processed in chunks of
-`chunk_size` rows inside a `tf.while_loop`, so memory stays at a few chunk × pool float32
-blocks whatever the number of anchors, there is no Python loop per anchor (nor per chunk once
-traced), and the same code runs eagerly, inside `tf.function`, under `jit_compile=True`, on
-whatever device TensorFlow places it.
+How it is fast. At FER+ scale (25,045 anchors × 2,505 pool images × 4096-d) the job is
+matrix products; everything else is O(N·M), 4096× less. So distances come from one matmul per
+chunk of anchors, d²(a, b) = ‖a‖² − 2a·b + ‖b‖², and anchors are processed `chunk_size` rows at
+a time, so memory stays at a few chunk × pool float32 blocks whatever the number of anchors;
+there is never a Python loop per anchor. Two algorithms compute the same answer:
+
+- "by_class" (eager execution, the default there): for each class k of the anchors, only the
+  pool's class-k positives and its non-k negatives are multiplied, so every anchor meets every
+  pool image exactly once (N·M·D multiply-adds in all, what even a careful per-anchor loop
+  must do). A Python loop over classes and chunks (not anchors) drives it, so it runs eagerly
+  only, on whatever device TensorFlow places it.
+- "masked" (inside `tf.function`, and under `jit_compile=True`, the default there): each chunk
+  is multiplied with both whole pools, and the class masks, the masked arg-max/arg-min and the
+  "no candidate" test are fused elementwise passes over the chunk × pool block. Static shapes
+  in a `tf.while_loop` (what XLA needs), at twice the multiply-adds of "by_class": every anchor
+  meets every pool image in both searches.
 
 Two details that do not change which index wins:
 - the search ranks ‖b‖² − 2a·b, i.e. d² without the anchor's own ‖a‖² (a constant within an
@@ -22,18 +29,20 @@ Two details that do not change which index wins:
   saves a pass and one rounding; `pairwise_squared_distances` gives the full d².
 - ties: the LOWEST pool index among the equally far (or equally close) candidates wins, made
   explicit here because `tf.argmax` does not promise any tie order.
-An anchor with no candidate (no pool image of its class; or every pool image of its class, for
-the negative search) gets index -1.
+An anchor with no candidate (no pool positive of its class; no pool negative of another class)
+gets index -1 for that search.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 # 1024 anchor rows × a 2,505-image pool is a 10 MB float32 block per search: small enough for
 # any machine, large enough that the matmul (1024 × 4096 × 2505) runs at full rate.
 DEFAULT_CHUNK_SIZE = 1024
+ALGORITHMS = ("auto", "by_class", "masked")
 
 
 def pairwise_squared_distances(a, b) -> tf.Tensor:
@@ -65,6 +74,7 @@ def mine_triplets(
     negative_pool_emb,
     negative_pool_labels,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    algorithm: str = "auto",
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """For every anchor: the farthest same-class positive and the closest other-class negative.
 
@@ -75,7 +85,11 @@ def mine_triplets(
       positive_pool_labels: (M_p,) their classes.
       negative_pool_emb: (M_n, D) student embeddings E_S(n') of the pool's occluded views.
       negative_pool_labels: (M_n,) their classes.
-      chunk_size: anchors per matmul; memory is about 3 × chunk_size × max(M_p, M_n) floats.
+      chunk_size: anchors per matmul; memory is about 3 × chunk_size × max(M_p, M_n) floats
+        (plus, for "by_class", one class's share of each pool).
+      algorithm: "by_class", "masked" (see the module docstring), or "auto": "by_class" when
+        executing eagerly, "masked" inside a `tf.function` (with or without XLA). Both give
+        the same indices.
       Tensors or NumPy arrays, any float dtype (distances are computed in float32).
 
     Returns:
@@ -95,6 +109,15 @@ def mine_triplets(
     chunk_size = int(chunk_size)
     if chunk_size < 1:
         raise ValueError(f"mine_triplets: chunk_size must be >= 1, got {chunk_size}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"mine_triplets: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if algorithm == "auto":
+        algorithm = "by_class" if tf.executing_eagerly() else "masked"
+    if algorithm == "by_class" and not tf.executing_eagerly():
+        raise ValueError(
+            'mine_triplets: algorithm="by_class" runs eagerly only (a Python loop over classes); '
+            'use "masked" (or "auto") inside tf.function'
+        )
     anchor_emb = tf.cast(anchor_emb, tf.float32)
     positive_pool_emb = tf.cast(positive_pool_emb, tf.float32)
     negative_pool_emb = tf.cast(negative_pool_emb, tf.float32)
@@ -110,6 +133,14 @@ def mine_triplets(
     # Pool norms once, not once per chunk.
     positive_sq = tf.reduce_sum(tf.square(positive_pool_emb), axis=1)
     negative_sq = tf.reduce_sum(tf.square(negative_pool_emb), axis=1)
+
+    if algorithm == "by_class":
+        return _mine_by_class(
+            anchor_emb, anchor_labels,
+            positive_pool_emb, positive_pool_labels, positive_sq,
+            negative_pool_emb, negative_pool_labels, negative_sq,
+            chunk_size,
+        )
 
     def search(rows, row_labels):
         pos_scores = positive_sq[tf.newaxis, :] - 2.0 * tf.matmul(
@@ -249,22 +280,65 @@ class TripletMiner(tf.Module):
         )
 
 
+def _mine_by_class(
+    anchors, anchor_labels, pos, pos_labels, pos_sq, neg, neg_labels, neg_sq, chunk_size
+):
+    """The "by_class" algorithm (eager): per anchor class, search only the candidates.
+
+    The candidate rows of each pool are gathered once per class; their original indices come
+    from `tf.where`, which lists them in increasing order, so "lowest index within the
+    candidates" is "lowest pool index", the same tie rule as the masked algorithm.
+    """
+    n = int(anchors.shape[0])
+    positions, found_pos, found_neg = [], [], []
+    for k in np.unique(anchor_labels.numpy()):
+        rows = tf.cast(tf.where(anchor_labels == k)[:, 0], tf.int32)
+        pos_rows = tf.cast(tf.where(pos_labels == k)[:, 0], tf.int32)  # same class
+        neg_rows = tf.cast(tf.where(neg_labels != k)[:, 0], tf.int32)  # any other class
+        pos_k, pos_sq_k = tf.gather(pos, pos_rows), tf.gather(pos_sq, pos_rows)
+        neg_k, neg_sq_k = tf.gather(neg, neg_rows), tf.gather(neg_sq, neg_rows)
+        for start in range(0, int(rows.shape[0]), chunk_size):
+            chunk_rows = rows[start : start + chunk_size]
+            chunk = tf.gather(anchors, chunk_rows)
+            positions.append(chunk_rows)
+            found_pos.append(_search_candidates(chunk, pos_k, pos_sq_k, pos_rows, largest=True))
+            found_neg.append(_search_candidates(chunk, neg_k, neg_sq_k, neg_rows, largest=False))
+    if not positions:
+        empty = tf.fill([n], tf.constant(-1, tf.int32))
+        return empty, empty
+    where = tf.concat(positions, axis=0)[:, tf.newaxis]
+    unset = tf.fill([n], tf.constant(-1, tf.int32))
+    return (
+        tf.tensor_scatter_nd_update(unset, where, tf.concat(found_pos, axis=0)),
+        tf.tensor_scatter_nd_update(unset, where, tf.concat(found_neg, axis=0)),
+    )
+
+
+def _search_candidates(chunk, candidates, candidates_sq, candidate_rows, *, largest):
+    """Pool row of the farthest (largest) or closest candidate for each anchor of the chunk."""
+    if int(candidates.shape[0]) == 0:
+        return tf.fill([tf.shape(chunk)[0]], tf.constant(-1, tf.int32))
+    scores = candidates_sq[tf.newaxis, :] - 2.0 * tf.matmul(chunk, candidates, transpose_b=True)
+    best = _masked_arg_extreme(scores, None, largest=largest)
+    return tf.gather(candidate_rows, best)
+
+
 def _masked_arg_extreme(scores, mask, *, largest: bool) -> tf.Tensor:
     """Per row, the lowest column index holding the max (min) of `scores` where `mask`; -1 if
-    the row's mask is empty (or the pool is).
+    the row's mask is empty (or the pool is). `mask=None`: every column is a candidate.
 
     A NaN score is never "the best" (NaN == NaN is false), so a row with NaN candidates may
     get -1; NaN embeddings are the business of the trainer's NaN check, not of mining.
     """
     m = tf.shape(scores)[1]
     fill = tf.constant(float("-inf") if largest else float("inf"), tf.float32)
-    masked = tf.where(mask, scores, fill)
+    masked = scores if mask is None else tf.where(mask, scores, fill)
     if largest:
         best = tf.reduce_max(masked, axis=1, keepdims=True)
     else:
         best = tf.reduce_min(masked, axis=1, keepdims=True)
     columns = tf.range(m, dtype=tf.int32)[tf.newaxis, :]
-    is_best = mask & (masked == best)
+    is_best = masked == best if mask is None else mask & (masked == best)
     # why explicit: tf.argmax/argmin leave the tie order unspecified; this takes the lowest.
     winner = tf.reduce_min(tf.where(is_best, columns, m), axis=1)
     return tf.where(tf.reduce_any(is_best, axis=1), winner, -1)
