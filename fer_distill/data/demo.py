@@ -252,7 +252,8 @@ def write_demo_raw(raw_dir: str | os.PathLike, sizes: dict[str, int] | None = No
 
 def prepare_demo(output: str | os.PathLike, *, raw_dir: str | os.PathLike | None = None,
                  sizes: dict[str, int] | None = None, seed: int = 0,
-                 num_identities: int = NUM_IDENTITIES, progress: bool = False) -> dict[str, Any]:
+                 num_identities: int = NUM_IDENTITIES, source: dict[str, Any] | None = None,
+                 progress: bool = False) -> dict[str, Any]:
     """Generates the demo raw files (into `raw_dir`, or a temporary directory) and prepares them
     through the FER+ path into `output`; returns summary.json's content."""
     import tempfile
@@ -262,10 +263,11 @@ def prepare_demo(output: str | os.PathLike, *, raw_dir: str | os.PathLike | None
     with tempfile.TemporaryDirectory(prefix="fer_distill_demo_") as tmp:
         raw = Path(raw_dir) if raw_dir is not None else Path(tmp)
         written = write_demo_raw(raw, sizes, seed, num_identities)
-        source = {"generator": "fer_distill.data.demo", **written,
+        info = {"generator": "fer_distill.data.demo", **written,
                   "note": "synthetic faces in FER+'s raw formats, prepared through the FER+ "
                           "csv path (fer2013.csv + fer2013new.csv + label.csv, majority votes)"}
         if raw_dir is not None:
-            source["raw"] = str(raw)
+            info["raw"] = str(raw)
+        info.update(source or {})
         return ferplus.prepare_ferplus(raw, output, layout="csv", dataset="demo",
-                                       source=source, progress=progress)
+                                       source=info, progress=progress)
