@@ -86,7 +86,8 @@ def mine_triplets(
       negative_pool_emb: (M_n, D) student embeddings E_S(n') of the pool's occluded views.
       negative_pool_labels: (M_n,) their classes.
       chunk_size: anchors per matmul; memory is about 3 × chunk_size × max(M_p, M_n) floats
-        (plus, for "by_class", one class's share of each pool).
+        (plus, for "by_class", a copy of one class's candidates from each pool at a time: at
+        most the pools' own size).
       algorithm: "by_class", "masked" (see the module docstring), or "auto": "by_class" when
         executing eagerly, "masked" inside a `tf.function` (with or without XLA). Both give
         the same indices.
