@@ -53,9 +53,11 @@ class ConvertConfig:
     example_classes: int = 8
 
 
-def run(config: ConvertConfig, out=sys.stdout) -> dict | None:
+def run(config: ConvertConfig, out=None) -> dict | None:
     """Writes the example (if asked) and converts (if asked); returns the summary."""
     from fer_distill.models import matconvnet
+
+    out = out or sys.stdout  # looked up now, so a redirected stdout is honoured
 
     if config.write_example:
         path = matconvnet.write_example(

@@ -52,3 +52,58 @@ def test_a_few_training_steps_reduce_the_loss():
     for _ in range(30):
         last = model.train_on_batch(images, labels.astype("int32"))
     assert last < first
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32"),
+            rng.integers(0, 8, 16).astype("int32"))
+
+
+def _gradients(model, images, labels, jit_compile):
+    import tensorflow as tf
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return loss, tape.gradient(loss, model.trainable_weights)
+
+    return tf.function(step, jit_compile=jit_compile)(images, labels)
+
+
+def test_xla_training_step_agrees_with_the_plain_one():
+    keras.utils.set_random_seed(1)
+    model = mini()
+    images, labels = _batch()
+    plain = _gradients(model, images, labels, jit_compile=False)
+    xla = _gradients(model, images, labels, jit_compile=True)
+    np.testing.assert_allclose(xla[0].numpy(), plain[0].numpy(), rtol=1e-5)
+    for a, b, w in zip(xla[1], plain[1], model.trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3,
+                                   atol=1e-5 * max(np.abs(b.numpy()).max(), 1e-3),
+                                   err_msg=w.path)
+    # and Keras' own jit-compiled fit runs
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True),
+                  jit_compile=True)
+    assert np.isfinite(model.train_on_batch(images, labels))
+
+
+def test_mixed_float16_mini_agrees_with_float32():
+    keras.utils.set_random_seed(2)
+    model = mini()
+    images, labels = _batch(1)
+    expected = model.predict(images, verbose=0)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = mini()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(model.get_weights())
+    assert mixed.get_layer("conv2").compute_dtype == "float16"
+    logits = mixed.predict(images, verbose=0)
+    assert logits.dtype == np.float32
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-2 * np.abs(expected).max())
+    mixed.compile(optimizer=keras.optimizers.SGD(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(True), jit_compile=True)
+    assert np.isfinite(mixed.train_on_batch(images, labels))
