@@ -42,8 +42,8 @@ def conv(x, filters, biases, stride=1, pad=0, dilate=1):
             patch = x[u * dy: u * dy + sy * (height - 1) + 1: sy,
                       v * dx: v * dx + sx * (width - 1) + 1: sx, :]
             for g in range(groups):
-                out[:, :, g * per_group:(g + 1) * per_group] += (
-                    patch[:, :, g * fin:(g + 1) * fin] @ filters[u, v, :, g * per_group:(g + 1) * per_group])
+                outs = slice(g * per_group, (g + 1) * per_group)
+                out[:, :, outs] += patch[:, :, g * fin:(g + 1) * fin] @ filters[u, v, :, outs]
     if biases is not None and np.size(biases):
         out += np.ravel(biases)
     return out
