@@ -1,0 +1,395 @@
+"""Expressions of the faces in image files, folders and videos, as one CSV.
+
+`Predictor` maps face crops to predictions. It wraps either an exported SavedModel or a model
+loaded from a run / `.keras` file through the very `ServingModule` that export saves, so
+predicting here and serving with TF Serving run the same graph (decode, resize, view, model).
+Crops of one size go through the `predict_images` function as one uint8 batch; a batch mixing
+sizes (faces found by a detector) is PNG-encoded (lossless) and goes through `serve_encoded`,
+which resizes each crop on its own. Both give the numbers a TF Serving client would get.
+
+`predict_files` walks the inputs (image files, folders recursively, video files read with
+`cv2.VideoCapture`, every n-th frame), finds faces with a detector (`faces.py`; None = each
+input already is a face crop), classifies them in batches and writes one CSV row per face:
+
+    file, frame, face, x, y, w, h, status, class, prob_<class name> x C, error
+
+- `frame`: the frame number in a video (0-based, counting every frame of the file); empty for
+  a still image. `face`: the face's number in its frame (detector boxes, left to right).
+  `x, y, w, h`: the face box in pixels, clipped to the image (the whole image without a
+  detector).
+- `status` "ok": a face and its prediction. "no_face": the detector found no face in this image
+  or frame; the row is written (so every input frame appears in the CSV) with an empty box, class
+  and probabilities. "unreadable": the file could not be decoded (corrupt, truncated, not an
+  image or video); the row names the file, `error` says what failed, and the run goes on with
+  the other files (a warning is logged and `predict_files` returns the list), because one bad
+  file in a folder of thousands should not cost the other predictions.
+- For the fused SVM, the probability columns are the export's `probabilities`: a softmax of
+  the SVM's decision values, not calibrated probabilities (see `export.py`).
+
+The CSV is written atomically; with `annotate_dir`, each image or sampled frame is also written
+there as a JPEG with the boxes and labels drawn on it.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from fer_distill.atomic import atomic_path
+from fer_distill.serving.faces import Box, Detector, clip, crop, whole_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
+                  ".pbm", ".jp2")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
+                  ".flv")
+OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"
+
+
+class Predictor:
+    """Face crops (uint8 RGB, any sizes) → predictions, from a SavedModel or a Keras model.
+
+    `Predictor.load(path)` takes an exported SavedModel directory, a run directory, a fuse run
+    or a `.keras` file (`view` as in `fer_distill.serving.servable.load_servable`; a
+    SavedModel's view is part of its graph and cannot be changed).
+    """
+
+    def __init__(self, predict_images, serve_encoded, metadata: dict, owner=None):
+        self._predict_images = predict_images
+        self._serve_encoded = serve_encoded
+        self.metadata = dict(metadata)
+        self._owner = owner  # keeps the module / loaded SavedModel alive
+
+    @classmethod
+    def from_servable(cls, servable) -> "Predictor":
+        from fer_distill.serving.export import ServingModule
+
+        module = ServingModule(servable)
+        return cls(module.predict_images, module.serve_encoded, module.metadata_dict, module)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, view: str | None = None,
+             kd_model=None, triplet_model=None) -> "Predictor":
+        path = Path(path)
+        if path.is_dir() and (path / "saved_model.pb").is_file():
+            import tensorflow as tf
+
+            from fer_distill.serving.export import read_metadata
+
+            metadata = read_metadata(path)
+            if view is not None and view != metadata["view"]:
+                raise ValueError(f"{path}: this SavedModel applies view {metadata['view']!r} "
+                                 f"inside its graph; it cannot run with view {view!r} (export "
+                                 "again with that view)")
+            loaded = tf.saved_model.load(str(path))
+            return cls(loaded.predict_images, loaded.serve_encoded, metadata, loaded)
+        from fer_distill.serving.servable import load_servable
+
+        return cls.from_servable(load_servable(path, view=view, kd_model=kd_model,
+                                               triplet_model=triplet_model))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.metadata["class_names"])
+
+    @property
+    def view(self) -> str:
+        return self.metadata["view"]
+
+    def __call__(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Predictions for uint8 RGB crops (H_i, W_i, 3): the export's outputs as NumPy."""
+        import tensorflow as tf
+
+        crops = [np.asarray(c) for c in crops]
+        for i, c in enumerate(crops):
+            if c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3 or 0 in c.shape:
+                raise ValueError(f"crop {i}: expected a non-empty uint8 (H, W, 3) RGB image, "
+                                 f"got {c.dtype} {c.shape}")
+        if not crops:
+            raise ValueError("Predictor: no crops given")
+        if len({c.shape for c in crops}) == 1:
+            out = self._predict_images(tf.constant(np.stack(crops)))
+        else:
+            out = self._serve_encoded(tf.constant([encode_png(c) for c in crops]))
+        return {key: value.numpy() for key, value in out.items()}
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """A uint8 RGB image as PNG bytes (lossless; fast compression level)."""
+    import cv2
+
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                              [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"could not PNG-encode an image of shape {image.shape}")
+    return buffer.tobytes()
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file: `kind` "image" or "video"; `root` is the argument it was found under."""
+
+    path: Path
+    kind: str
+    root: Path
+
+    @property
+    def relative(self) -> Path:
+        return self.path.relative_to(self.root) if self.root != self.path else Path(
+            self.path.name)
+
+
+def _kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    return None
+
+
+def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Source]:
+    """Image and video files: files as given (an unknown suffix is read as an image), folders
+    searched recursively for known suffixes (other files skipped), in sorted order."""
+    if not paths:
+        raise ValueError("no inputs given: pass image files, folders or video files")
+    sources = []
+    for given in paths:
+        path = Path(given)
+        if not path.exists():
+            raise FileNotFoundError(f"input not found: {path}")
+        if path.is_dir():
+            found = [Source(p, _kind(p), path) for p in sorted(path.rglob("*"))
+                     if p.is_file() and _kind(p)]
+            if not found:
+                log.warning("no image or video files (%s) under %s",
+                            ", ".join(IMAGE_SUFFIXES + VIDEO_SUFFIXES), path)
+            sources.extend(found)
+        else:
+            sources.append(Source(path, _kind(path) or "image", path))
+    if not sources:
+        raise ValueError(f"no image or video files found in {', '.join(map(str, paths))}")
+    return sources
+
+
+@dataclass
+class Frame:
+    """An image or a sampled video frame (RGB uint8), or the reason it could not be read."""
+
+    source: Source
+    index: int | None
+    image: np.ndarray | None = None
+    error: str | None = None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB (H, W, 3); ValueError naming the file when it is unreadable."""
+    import cv2
+
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise ValueError(f"{path}: the file is empty")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as error:
+        image, reason = None, str(error).strip()
+    else:
+        reason = "OpenCV cannot decode it as an image (corrupt, truncated or not an image)"
+    if image is None:
+        raise ValueError(f"{path}: {reason}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def video_frame_count(path: Path) -> int:
+    """The frame count the container declares (0 when unknown)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0) if capture.isOpened() else 0
+    finally:
+        capture.release()
+
+
+def read_frames(source: Source, every_nth_frame: int = 1) -> Iterator[Frame]:
+    """The image, or frames 0, n, 2n, ... of the video; an unreadable file gives one Frame with
+    `error` set."""
+    import cv2
+
+    if source.kind == "image":
+        try:
+            yield Frame(source, None, read_image(source.path))
+        except ValueError as error:
+            yield Frame(source, None, error=str(error))
+        return
+    capture = cv2.VideoCapture(str(source.path))
+    try:
+        if not capture.isOpened():
+            yield Frame(source, None, error=f"{source.path}: OpenCV cannot open it as a video")
+            return
+        index, read_any = 0, False
+        while capture.grab():  # why grab: skipped frames are not decoded
+            read_any = True
+            if index % every_nth_frame == 0:
+                ok, bgr = capture.retrieve()
+                if not ok:
+                    yield Frame(source, index, error=f"{source.path}: frame {index} could not "
+                                "be decoded")
+                else:
+                    yield Frame(source, index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            index += 1
+        if not read_any:
+            yield Frame(source, None, error=f"{source.path}: no frame could be read from it")
+    finally:
+        capture.release()
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def csv_columns(class_names: Sequence[str]) -> list[str]:
+    return ["file", "frame", "face", "x", "y", "w", "h", "status", "class",
+            *(f"prob_{name}" for name in class_names), "error"]
+
+
+def _annotation_path(annotate_dir: Path, frame: Frame) -> Path:
+    flat = "__".join(frame.source.relative.parts)
+    if frame.index is not None:
+        flat = f"{flat}.frame{frame.index:06d}"
+    return annotate_dir / f"{flat}.jpg"
+
+
+def _draw(image: np.ndarray, boxes: Sequence[Box], labels: Sequence[str]) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    height, width = bgr.shape[:2]
+    scale = max(0.35, min(height, width) / 600)
+    thickness = max(1, round(scale * 2))
+    for (x, y, w, h), label in zip(boxes, labels):
+        cv2.rectangle(bgr, (x, y), (x + w - 1, y + h - 1), (0, 255, 0), thickness)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        top = y - th - base - 2 if y - th - base - 2 >= 0 else y + 1  # inside when no room
+        cv2.rectangle(bgr, (x, top), (x + tw + 2, top + th + base + 2), (0, 255, 0), -1)
+        cv2.putText(bgr, label, (x + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), thickness, cv2.LINE_AA)
+    return bgr
+
+
+def _write_jpeg(path: Path, bgr: np.ndarray) -> None:
+    import cv2
+
+    ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise ValueError(f"could not encode the annotated image {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.tobytes())
+
+
+def _progress_total(sources: Sequence[Source], every_nth_frame: int) -> int | None:
+    total = 0
+    for source in sources:
+        if source.kind == "image":
+            total += 1
+        else:
+            frames = video_frame_count(source.path)
+            if frames == 0:
+                return None  # unknown length: a bar without a total
+            total += math.ceil(frames / every_nth_frame)
+    return total
+
+
+def predict_files(
+    predictor: Predictor,
+    paths: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    detector: Detector | None = None,
+    batch_size: int = 32,
+    every_nth_frame: int = 1,
+    annotate_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> dict:
+    """Writes the predictions CSV for `paths` to `output` (see the module docstring).
+
+    `detector=None` treats every image or frame as one face crop. Returns a summary:
+    {"output", "frames", "faces", "no_face", "unreadable": [file, ...]}.
+    """
+    from tqdm import tqdm
+
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    if int(every_nth_frame) < 1:
+        raise ValueError(f"every_nth_frame must be >= 1, got {every_nth_frame!r}")
+    batch_size, every_nth_frame = int(batch_size), int(every_nth_frame)
+    detector = detector or whole_image
+    annotate_dir = Path(annotate_dir) if annotate_dir is not None else None
+    sources = find_inputs(paths)
+    names = predictor.class_names
+    summary = {"output": str(output), "frames": 0, "faces": 0, "no_face": 0, "unreadable": []}
+
+    pending: list[tuple[Frame, list[Box], int]] = []  # frame, its boxes, first crop's index
+    crops: list[np.ndarray] = []
+
+    def flush(writer):
+        results = predictor(crops) if crops else None
+        for frame, boxes, start in pending:
+            file = str(frame.source.path)
+            frame_no = "" if frame.index is None else frame.index
+            if frame.error is not None:
+                writer.writerow([file, frame_no, "", "", "", "", "", UNREADABLE, "",
+                                 *[""] * len(names), frame.error])
+                continue
+            if not boxes:
+                writer.writerow([file, frame_no, "", "", "", "", "", NO_FACE, "",
+                                 *[""] * len(names), ""])
+            labels = []
+            for face, box in enumerate(boxes):
+                probs = results["probabilities"][start + face]
+                name = names[int(results["class_id"][start + face])]
+                writer.writerow([file, frame_no, face, *box, OK, name,
+                                 *(f"{p:.9g}" for p in probs), ""])
+                labels.append(f"{name} {float(np.max(probs)):.2f}")
+            if annotate_dir is not None:
+                _write_jpeg(_annotation_path(annotate_dir, frame),
+                            _draw(frame.image, boxes, labels))
+        pending.clear()
+        crops.clear()
+
+    total = _progress_total(sources, every_nth_frame) if progress else None
+    with atomic_path(output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f, \
+            tqdm(total=total, unit="frame", disable=not progress, desc="predict") as bar:
+        writer = csv.writer(f)
+        writer.writerow(csv_columns(names))
+        for source in sources:
+            for frame in read_frames(source, every_nth_frame):
+                bar.update(1)
+                boxes = []
+                if frame.error is not None:
+                    log.warning("skipping unreadable input: %s", frame.error)
+                    summary["unreadable"].append(str(source.path))
+                else:
+                    summary["frames"] += 1
+                    height, width = frame.image.shape[:2]
+                    boxes = [b for b in (clip(b, height, width) for b in detector(frame.image))
+                             if b is not None]
+                    summary["faces"] += len(boxes)
+                    summary["no_face"] += not boxes
+                pending.append((frame, boxes, len(crops)))
+                crops.extend(np.ascontiguousarray(crop(frame.image, b)) for b in boxes)
+                if annotate_dir is None:
+                    frame.image = None  # why: only the crops are needed from here on
+                if len(crops) >= batch_size or len(pending) >= batch_size:
+                    flush(writer)
+        flush(writer)
+    return summary
