@@ -55,16 +55,18 @@ CLASS_PROPORTIONS = {"neutral": 0.22, "happiness": 0.18, "surprise": 0.11, "sadn
 # up (+) or down (-); open: mouth opening height; width: mouth width factor; asym: right corner
 # raised (contempt). Pairs share their mouth: (neutral, anger), (sadness, disgust),
 # (surprise, fear).
-EXPRESSIONS = {
-    "neutral":   dict(brow=0.0, inner=0.0, eye=1.00, curve=0.0, open=0.0, width=1.00, asym=0.0),
-    "happiness": dict(brow=0.5, inner=0.0, eye=0.80, curve=7.0, open=2.5, width=1.20, asym=0.0),
-    "surprise":  dict(brow=5.0, inner=0.0, eye=1.40, curve=0.0, open=9.0, width=0.72, asym=0.0),
-    "sadness":   dict(brow=1.0, inner=4.0, eye=0.85, curve=-5.0, open=0.0, width=0.95, asym=0.0),
-    "anger":     dict(brow=-3.0, inner=-4.0, eye=0.75, curve=0.0, open=0.0, width=0.88, asym=0.0),
-    "disgust":   dict(brow=-2.0, inner=-1.0, eye=0.65, curve=-4.5, open=0.0, width=0.95, asym=2.0),
-    "fear":      dict(brow=4.0, inner=4.0, eye=1.40, curve=0.0, open=7.5, width=0.90, asym=0.0),
-    "contempt":  dict(brow=0.0, inner=0.0, eye=0.90, curve=1.0, open=0.0, width=1.00, asym=6.0),
-}
+_EXPRESSION_FIELDS = ("brow", "inner", "eye", "curve", "open", "width", "asym")
+EXPRESSIONS = {name: dict(zip(_EXPRESSION_FIELDS, values)) for name, values in {
+    #            brow  inner   eye  curve  open  width  asym
+    "neutral":   (0.0,  0.0, 1.00,  0.0,  0.0, 1.00, 0.0),
+    "happiness": (0.5,  0.0, 0.80,  7.0,  2.5, 1.20, 0.0),
+    "surprise":  (5.0,  0.0, 1.40,  0.0,  9.0, 0.72, 0.0),
+    "sadness":   (1.0,  4.0, 0.85, -5.0,  0.0, 0.95, 0.0),
+    "anger":     (-3.0, -4.0, 0.75, 0.0,  0.0, 0.88, 0.0),
+    "disgust":   (-2.0, -1.0, 0.65, -4.5, 0.0, 0.95, 2.0),
+    "fear":      (4.0,  4.0, 1.40,  0.0,  7.5, 0.90, 0.0),
+    "contempt":  (0.0,  0.0, 0.90,  1.0,  0.0, 1.00, 6.0),
+}.items()}
 
 
 def _identities(rng: np.random.Generator, n: int) -> list[dict[str, float]]:
@@ -150,7 +152,10 @@ def _render(face: dict[str, float], expr: dict[str, float], t: float,
         lips = inside & (np.abs(_Y - lip_y) <= 1.8)
     img = np.where(lips, skin - 60.0, img)
 
-    small = img.reshape(SIZE, _SUPER, SIZE, _SUPER).mean(axis=(1, 3))
+    blocks = img.reshape(SIZE, _SUPER, SIZE, _SUPER)
+    # the 2x2 average in a fixed order (not np.mean, whose summation order may follow the CPU)
+    small = (blocks[:, 0, :, 0] + blocks[:, 0, :, 1] + blocks[:, 1, :, 0]
+             + blocks[:, 1, :, 1]) * 0.25
     small = small + (rng.random((SIZE, SIZE)) - 0.5) * (2.0 * noise)
     return np.clip(np.floor(small + 0.5), 0, 255).astype(np.uint8)
 
