@@ -9,8 +9,9 @@ What the faces show, and why. Each image is one of a pool of identities (face sh
 position, skin and background tone, hair line, eye spacing, lighting direction) showing one of
 the 8 expressions with a random intensity, plus pixel noise. An expression is shown by both
 halves of the face: brows and eyes above row 24, mouth below. The mouths come in look-alike
-pairs (neutral/anger: closed and flat; sadness/disgust: turned down; surprise/fear: open), so
-within a pair only brows and eyes tell the classes apart, as in the paper's setting: a model
+pairs (neutral/anger: closed and flat; sadness/disgust: turned down; surprise/fear: open; the
+small differences left are mostly hidden by identity variation), so within a pair mainly brows
+and eyes tell the classes apart, as in the paper's setting: a model
 that sees the full face (the teacher) has information a lower-half student lacks, which is what
 distillation is meant to pass on. Happiness and contempt are clear from the mouth alone.
 
@@ -53,7 +54,7 @@ CLASS_PROPORTIONS = {"neutral": 0.22, "happiness": 0.18, "surprise": 0.11, "sadn
 # Expression at full intensity, in 96-grid pixels. brow: raise (up +); inner: inner brow end
 # (up +, so + is /\ sadness/fear, - is \/ anger); eye: eye opening factor; curve: mouth corners
 # up (+) or down (-); open: mouth opening height; width: mouth width factor; asym: right corner
-# raised (contempt). Pairs share their mouth: (neutral, anger), (sadness, disgust),
+# raised (contempt). Pairs have nearly the same mouth: (neutral, anger), (sadness, disgust),
 # (surprise, fear).
 _EXPRESSION_FIELDS = ("brow", "inner", "eye", "curve", "open", "width", "asym")
 EXPRESSIONS = {name: dict(zip(_EXPRESSION_FIELDS, values)) for name, values in {
@@ -81,7 +82,8 @@ def _identities(rng: np.random.Generator, n: int) -> list[dict[str, float]]:
             eye_dx=rng.uniform(0.36, 0.44), eye_y=rng.uniform(-0.27, -0.20),
             eye_w=rng.uniform(5.0, 6.5), eye_h=rng.uniform(2.6, 3.6),
             brow_gap=rng.uniform(6.0, 8.5), brow_t=rng.uniform(1.6, 2.6),
-            brow_rest=rng.uniform(-2.5, 2.5), eye_rest=rng.uniform(0.8, 1.2), curve_rest=rng.uniform(-1.5, 1.5),
+            brow_rest=rng.uniform(-2.5, 2.5), eye_rest=rng.uniform(0.8, 1.2),
+            curve_rest=rng.uniform(-1.5, 1.5),
             mouth_y=rng.uniform(0.42, 0.52), mouth_w=rng.uniform(0.34, 0.44),
             light=rng.uniform(-35.0, 35.0),
         ))
@@ -164,7 +166,7 @@ def _votes(label: int, rng: np.random.Generator) -> np.ndarray:
     """10 plausible crowd votes for a face drawn as class `label` (FER+ column order + unknown, NF).
 
     Most images get a clear majority; some are ambiguous (split votes, or an unknown/NF
-    majority) and are dropped by FER+'s majority rule, as about 12% of real FER+ is.
+    majority) and are dropped by FER+'s majority rule: about 5% here, 12% of real FER+.
     """
     votes = np.zeros(10, dtype=np.int64)
     agreement = rng.uniform(0.45, 0.97)
