@@ -1,0 +1,473 @@
+"""Evaluate any trained model on any view of a prepared split, and keep every per-image answer.
+
+Table I reports plain accuracy, but three more things are needed to trust and use it: the
+per-class accuracy and confusion matrix (where an occluded-face model fails), the teachers on
+all three views (Table I's ○, ◐ and ◑ rows of the same teacher), and each image's prediction
+saved on disk, so that McNemar's paired test (`fer_distill.evaluation.mcnemar`) and the report
+never re-run a network and never pair the wrong images.
+
+What can be evaluated (`open_model`):
+- a run directory of `fer_distill.train` (docs/DESIGN.md, "Training"): `RUN/model.keras`, or for
+  a `fuse` run `RUN/fusion/` plus the two students named in its config.json; the stage, arch,
+  data set, data directory and trained view come from `RUN/config.json`. A run without
+  `metrics.json` has not finished and is refused (its model may be a half-trained one);
+- a bare `.keras` or MatConvNet `.mat` file: then the data and the view must be given.
+
+What one evaluation writes, into the run directory or an `output` directory, each file
+atomically and the results JSON last (its presence means the evaluation of that split and view
+is complete, as `metrics.json` does for a run):
+
+    OUT/predictions/<split>_<view>.npz            index, label, pred, probs (+ scores: fusion)
+    OUT/evaluation/<split>_<view>_confusion.csv   rows = true class, columns = predicted
+    OUT/evaluation/<split>_<view>_confusion.png
+    OUT/evaluation/<split>_<view>.json            accuracy, per-class accuracy, confusion
+                                                  matrix, counts, the model and data evaluated,
+                                                  provenance (command line, flagfile)
+
+Training already saves `predictions/<split>_<view>.npz` for its own view; an evaluation reuses
+such a file (when it covers exactly the split's images with the split's labels and is newer
+than the model) instead of running the network again, unless told not to.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from fer_distill.atomic import write_json
+from fer_distill.evaluation import metrics as metrics_lib
+from fer_distill.evaluation.predictions import (load_predictions, predict_split,
+                                                predictions_path, save_predictions, softmax)
+
+FORMAT = "fer_distill.evaluation/1"
+EVALUATION_DIR = "evaluation"
+SPLITS = ("train", "validation", "test")
+CLASSIFIER = "classifier"
+FUSION = "fusion"
+
+# The run-directory files this module reads (docs/DESIGN.md, "Training").
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+FUSION_DIR = "fusion"
+# Keys a fuse run's config.json may use for its two students: the trainer's (TrainConfig's
+# kd_student / triplet_student) first, then the ones the serving code also accepts.
+STUDENT_KEYS = (("kd_student", "triplet_student"), ("kd_model", "triplet_model"),
+                ("kd", "triplet"))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """One evaluation: a model on one split of a prepared data set, in one or more views.
+
+    model: a run directory, a fuse run directory, or a .keras/.mat file.
+    data: the prepared data set; default: the run's config.json["data"].
+    split: "test" (Table I), "validation" or "train".
+    views: the views to evaluate on; default: the run's own view, and all three for a teacher
+      (Table I tests the teachers on ○, ◐ and ◑). A bare model file needs them given.
+    output: where to write; default: the run directory (a bare model file needs one).
+    batch_size: images per forward pass.
+    reuse_predictions: reuse a matching saved predictions file instead of re-running the model.
+    provenance: recorded as given in each results JSON (the binary puts its command line and
+      flagfile here, which the report shows beside each row).
+    """
+
+    model: str
+    data: str | None = None
+    split: str = "test"
+    views: tuple[str, ...] | None = None
+    output: str | None = None
+    batch_size: int = 64
+    reuse_predictions: bool = True
+    provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def check(self) -> None:
+        from fer_distill.data.occlusion import VIEWS
+
+        if not self.model:
+            raise ValueError("evaluate: the model (a run directory or a .keras/.mat file) is "
+                             "required")
+        if self.split not in SPLITS:
+            raise ValueError(f"evaluate: split must be one of {SPLITS}, got {self.split!r}")
+        if self.views is not None:
+            if not self.views:
+                raise ValueError("evaluate: views is empty; give at least one of "
+                                 f"{VIEWS}, or leave it unset for the run's own view")
+            bad = [v for v in self.views if v not in VIEWS]
+            if bad:
+                raise ValueError(f"evaluate: unknown views {bad}; expected some of {VIEWS}")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ValueError(f"evaluate: batch_size must be a positive integer, got "
+                             f"{self.batch_size!r}")
+
+
+@dataclasses.dataclass
+class Evaluable:
+    """A model opened for evaluation (see `open_model`).
+
+    kind: "classifier" (one network, logits) or "fusion" (the SVM on [E_KD ; E_triplet]).
+    models: the network(s): (classifier,) or (kd student, triplet student).
+    svm: the FusionSVM of a fusion, else None.
+    path: what was given; run_dir: the run directory, when there is one.
+    stage, arch, dataset, view, data: what the run records (None when unknown); `view` is the
+      view the model was trained for.
+    files: the files the model was loaded from (predictions older than any of them are stale).
+    """
+
+    kind: str
+    models: tuple
+    svm: Any
+    path: Path
+    run_dir: Path | None
+    stage: str | None
+    arch: str | None
+    dataset: str | None
+    view: str | None
+    data: str | None
+    class_names: tuple[str, ...] | None
+    files: tuple[Path, ...]
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON record of what was evaluated."""
+        return {
+            "path": str(self.path),
+            "run_dir": None if self.run_dir is None else str(self.run_dir),
+            "kind": self.kind,
+            "stage": self.stage,
+            "arch": self.arch,
+            "dataset": self.dataset,
+            "trained_view": self.view,
+            "files": [str(f) for f in self.files],
+        }
+
+
+def results_path(output: str | os.PathLike, split: str, view: str) -> Path:
+    """OUT/evaluation/<split>_<view>.json."""
+    return Path(output) / EVALUATION_DIR / f"{split}_{view}.json"
+
+
+def confusion_paths(output: str | os.PathLike, split: str, view: str) -> tuple[Path, Path]:
+    """(CSV, PNG) of the confusion matrix of one evaluation."""
+    base = Path(output) / EVALUATION_DIR / f"{split}_{view}_confusion"
+    return base.with_suffix(".csv"), base.with_suffix(".png")
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """RUN/config.json as a dict, with errors that name the file."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def _load_network(path: Path):
+    from fer_distill.models import load_model
+
+    kwargs = {"compile": False} if path.suffix == ".keras" else {}
+    return load_model(path, **kwargs)
+
+
+def _student_file(reference: str, run_dir: Path, key: str) -> Path:
+    """A fuse run's student: a run directory (its model.keras) or a model file; relative
+    references are tried from the working directory (how the trainer stores them) and then
+    from the fuse run's directory and its parent (a moved tree of runs still opens)."""
+    reference_path = Path(reference)
+    candidates = [reference_path]
+    if not reference_path.is_absolute():
+        candidates += [run_dir / reference_path, run_dir.parent / reference_path]
+    for candidate in candidates:
+        if candidate.is_dir() and (candidate / MODEL_FILE).is_file():
+            return candidate / MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{run_dir / CONFIG_FILE}: {key}={reference!r} is neither a run directory with "
+        f"{MODEL_FILE} nor a model file (looked at {', '.join(map(str, candidates))})")
+
+
+def open_model(path: str | os.PathLike) -> Evaluable:
+    """Opens a run directory, a fuse run directory or a model file for evaluation."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"evaluate: model {path} not found")
+    if path.is_file():
+        model = _load_network(path)
+        run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
+        config = read_run_config(run_dir) if run_dir is not None else {}
+        if run_dir is not None and path.name == MODEL_FILE:
+            _require_finished(run_dir)
+        return Evaluable(
+            kind=CLASSIFIER, models=(model,), svm=None, path=path, run_dir=run_dir,
+            stage=config.get("stage"), arch=config.get("arch") or _architecture(model),
+            dataset=config.get("dataset"), view=config.get("view"), data=config.get("data"),
+            class_names=_names(config), files=(path,))
+    config = read_run_config(path)
+    _require_finished(path)
+    common = dict(path=path, run_dir=path, stage=config.get("stage"), arch=config.get("arch"),
+                  dataset=config.get("dataset"), view=config.get("view"),
+                  data=config.get("data"), class_names=_names(config))
+    if config.get("stage") == "fuse" or (path / FUSION_DIR).is_dir():
+        from fer_distill.distill.fusion import CONFIG_FILE as SVM_CONFIG
+        from fer_distill.distill.fusion import FusionSVM
+
+        svm = FusionSVM.load(path / FUSION_DIR)
+        references = _student_references(config, path)
+        files = [_student_file(str(ref), path, key) for key, ref in references]
+        students = tuple(_load_network(f) for f in files)
+        from fer_distill.models import embedding_layer
+
+        for (key, _), student, dim in zip(references, students, svm.dims_):
+            width = int(embedding_layer(student).output.shape[-1])
+            if width != dim:
+                raise ValueError(f"{path}: the fusion SVM was trained on embeddings of width "
+                                 f"{dim} for {key}, but that model gives {width}")
+        return Evaluable(kind=FUSION, models=students, svm=svm,
+                         files=(path / FUSION_DIR / SVM_CONFIG, *files), **common)
+    model_file = path / MODEL_FILE
+    if not model_file.is_file():
+        raise FileNotFoundError(f"{path}: no {MODEL_FILE} although {METRICS_FILE} exists; the "
+                                "run directory is damaged")
+    return Evaluable(kind=CLASSIFIER, models=(_load_network(model_file),), svm=None,
+                     files=(model_file,), **common)
+
+
+def _architecture(model) -> str | None:
+    """The fer_distill architecture a model records, or None for any other Keras classifier
+    (which can be evaluated too; it has no row in Table I)."""
+    from fer_distill.models import architecture_of
+
+    try:
+        return architecture_of(model)
+    except ValueError:
+        return None
+
+
+def _names(config: Mapping[str, Any]) -> tuple[str, ...] | None:
+    names = config.get("class_names")
+    return tuple(names) if names else None
+
+
+def _require_finished(run_dir: Path) -> None:
+    if not (run_dir / METRICS_FILE).is_file():
+        raise ValueError(
+            f"{run_dir}: the run has not finished (no {METRICS_FILE}), so its model may be a "
+            "half-trained one; finish it first (experiments.train --resume), or evaluate a "
+            "model file explicitly")
+
+
+def _student_references(config: Mapping[str, Any], run_dir: Path):
+    for kd_key, triplet_key in STUDENT_KEYS:
+        if config.get(kd_key) and config.get(triplet_key):
+            return ((kd_key, config[kd_key]), (triplet_key, config[triplet_key]))
+    raise ValueError(f"{run_dir / CONFIG_FILE}: a fuse run must name its two students "
+                     f"({STUDENT_KEYS[0][0]!r} and {STUDENT_KEYS[0][1]!r}); found keys "
+                     f"{sorted(config)}")
+
+
+def default_views(evaluable: Evaluable) -> tuple[str, ...]:
+    """The views Table I tests a model on: all three for a teacher, else its own view."""
+    from fer_distill.data.occlusion import VIEWS
+
+    if evaluable.stage == "teacher":
+        return VIEWS
+    if evaluable.view:
+        return (evaluable.view,)
+    raise ValueError(f"evaluate: {evaluable.path} records no view; give the views to evaluate "
+                     "on (--views=lower_half_visible for a student, full for a teacher)")
+
+
+def fusion_scores(svm, embeddings_kd, embeddings_triplet, num_classes: int) -> np.ndarray:
+    """The SVM's decision values over all `num_classes` classes, float64 (N, K).
+
+    A class the SVM never saw gets the lowest float32 value (never the argmax, probability 0
+    after the softmax); a two-class SVM's single score s becomes (-s, s), scikit-learn's ranking.
+    """
+    decision = svm.decision_function(embeddings_kd, embeddings_triplet)
+    if decision.ndim == 1:
+        decision = np.stack([-decision, decision], axis=1)
+    classes = np.asarray(svm.classes_).astype(int)
+    if classes.min() < 0 or classes.max() >= num_classes:
+        raise ValueError(f"fusion SVM classes {classes.tolist()} fall outside 0..{num_classes - 1}")
+    scores = np.full((decision.shape[0], num_classes), np.finfo(np.float32).min, np.float64)
+    scores[:, classes] = decision
+    return scores
+
+
+def _embeddings(model, prepared, split: str, view: str, batch_size: int) -> np.ndarray:
+    from fer_distill.data.pipeline import make_dataset
+    from fer_distill.evaluation.predictions import _input_size
+    from fer_distill.models import embedding_model
+
+    key, occlusion = ("full", "lower_half_visible") if view == "full" else ("occluded", view)
+    dataset = make_dataset(prepared, split, image_size=_input_size(model),
+                           batch_size=int(batch_size), training=False, views=(key,),
+                           occlusion=occlusion)
+    outputs = embedding_model(model).predict(dataset.map(lambda b: b[key]), verbose=0)
+    return np.asarray(outputs["embedding"], dtype=np.float32)
+
+
+def predict(evaluable: Evaluable, prepared, split: str, view: str,
+            batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Per-image predictions of the model on every image of `split` in `view` (row order)."""
+    if evaluable.kind == CLASSIFIER:
+        return predict_split(evaluable.models[0], prepared, split, view, batch_size=batch_size)
+    kd, triplet = (_embeddings(m, prepared, split, view, batch_size) for m in evaluable.models)
+    scores = fusion_scores(evaluable.svm, kd, triplet, len(prepared.class_names))
+    return {"index": np.arange(prepared.count(split), dtype=np.int64),
+            "label": np.asarray(prepared.labels(split), dtype=np.int32),
+            "pred": np.argmax(scores, axis=1).astype(np.int32),
+            "probs": softmax(scores), "scores": scores.astype(np.float32)}
+
+
+def _reusable(path: Path, prepared, split: str, newer_than: Sequence[Path]):
+    """The saved predictions at `path` if they cover exactly the split's rows, with its labels,
+    and were written after every model file; else None."""
+    if not path.is_file():
+        return None
+    mtime = path.stat().st_mtime
+    if any(f.exists() and f.stat().st_mtime > mtime for f in newer_than):
+        return None
+    try:
+        saved = load_predictions(path)
+    except (ValueError, OSError):
+        return None
+    n = prepared.count(split)
+    if (len(saved["index"]) != n or not np.array_equal(saved["index"], np.arange(n))
+            or not np.array_equal(saved["label"], prepared.labels(split))
+            or saved["probs"].shape[1] != len(prepared.class_names)):
+        return None
+    return saved
+
+
+def _check_data(evaluable: Evaluable, prepared) -> None:
+    if evaluable.class_names is not None and tuple(prepared.class_names) != evaluable.class_names:
+        raise ValueError(f"{evaluable.path} was trained on classes {list(evaluable.class_names)}; "
+                         f"data set {prepared.path} has {list(prepared.class_names)}")
+    if evaluable.dataset is not None and evaluable.dataset != prepared.dataset:
+        # why not an error: testing a FER+ model on AffectNet is a legitimate experiment; the
+        # results record both names, and the report places rows by the data set tested on.
+        print(f"note: {evaluable.path} was trained on {evaluable.dataset!r}, evaluated on "
+              f"{prepared.dataset!r} ({prepared.path})")
+
+
+def _data_path(config: EvaluateConfig, evaluable: Evaluable) -> Path:
+    if config.data:
+        return Path(config.data)
+    if not evaluable.data:
+        raise ValueError(f"evaluate: {evaluable.path} records no data set; give the prepared "
+                         "data set (--data=DIR)")
+    recorded = Path(evaluable.data)
+    if recorded.is_dir() or recorded.is_absolute() or evaluable.run_dir is None:
+        return recorded
+    raise FileNotFoundError(
+        f"evaluate: the data set recorded by {evaluable.run_dir} ({recorded}, relative to the "
+        f"directory training ran in) is not found from {Path.cwd()}; give --data=DIR")
+
+
+def evaluate(config: EvaluateConfig, *, evaluable: Evaluable | None = None,
+             verbose: bool = True) -> dict[str, dict[str, Any]]:
+    """Runs one evaluation (module docstring); returns {view: results dict}.
+
+    `evaluable` may be passed when the caller has already opened `config.model`.
+    """
+    from fer_distill.data.prepared import read_prepared
+
+    config.check()
+    evaluable = evaluable or open_model(config.model)
+    views = tuple(config.views) if config.views else default_views(evaluable)
+    if config.output:
+        output = Path(config.output)
+    elif evaluable.run_dir is not None:
+        output = evaluable.run_dir
+    else:
+        raise ValueError(f"evaluate: {evaluable.path} is not in a run directory; give an "
+                         "output directory (--output=DIR)")
+    data = _data_path(config, evaluable)
+    prepared = read_prepared(data)
+    _check_data(evaluable, prepared)
+    out: dict[str, dict[str, Any]] = {}
+    for view in views:
+        npz = predictions_path(output, config.split, view)
+        saved = (_reusable(npz, prepared, config.split, evaluable.files)
+                 if config.reuse_predictions else None)
+        predictions = saved if saved is not None else predict(
+            evaluable, prepared, config.split, view, config.batch_size)
+        if saved is None:
+            save_predictions(npz, predictions)
+        results = summarize(predictions, prepared.class_names)
+        csv_path, png_path = confusion_paths(output, config.split, view)
+        metrics_lib.write_confusion_csv(csv_path, results["confusion_matrix"],
+                                        prepared.class_names)
+        metrics_lib.plot_confusion_matrix(
+            png_path, results["confusion_matrix"], prepared.class_names,
+            title=f"{evaluable.stage or evaluable.path.name} {evaluable.arch or ''} on "
+                  f"{prepared.dataset} {config.split}, {view}: "
+                  f"{100 * results['accuracy']:.2f}%")
+        record = {
+            "format": FORMAT,
+            "dataset": prepared.dataset,
+            "data": str(data),
+            "split": config.split,
+            "view": view,
+            "model": evaluable.describe(),
+            **results,
+            "files": {"predictions": _relative(npz, output),
+                      "confusion_csv": _relative(csv_path, output),
+                      "confusion_png": _relative(png_path, output)},
+            "predictions_reused": saved is not None,
+            "provenance": dict(config.provenance),
+            "evaluated": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+        }
+        write_json(results_path(output, config.split, view), record)  # last: complete
+        out[view] = record
+        if verbose:
+            print(f"{evaluable.stage or 'model'} {evaluable.arch or ''} ({evaluable.path}) on "
+                  f"{prepared.dataset} {config.split}, {view}: accuracy "
+                  f"{100 * results['accuracy']:.2f}% ({results['count']} images)"
+                  f"{', saved predictions reused' if saved is not None else ''}; "
+                  f"{results_path(output, config.split, view)}")
+    return out
+
+
+def summarize(predictions: Mapping[str, np.ndarray], class_names: Sequence[str]) -> dict:
+    """Accuracy, per-class accuracy, counts and confusion matrix of saved predictions."""
+    return metrics_lib.summary(np.asarray(predictions["label"]), np.asarray(predictions["pred"]),
+                               tuple(class_names))
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads one results JSON written by `evaluate`, checking its format."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"evaluation results {path} not found") from None
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an evaluation results file (format "
+                         f"{record.get('format') if isinstance(record, dict) else None!r}, "
+                         f"expected {FORMAT!r})")
+    for key in ("dataset", "split", "view", "accuracy", "count", "model", "files"):
+        if key not in record:
+            raise ValueError(f"{path}: key {key!r} is missing")
+    return record
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(Path(path).relative_to(base))
+    except ValueError:
+        return str(path)
