@@ -33,6 +33,7 @@ import csv
 import json
 import os
 import sys
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,27 +203,33 @@ def load_face(path: str | os.PathLike, box, *, crop: bool = True,
 
 def _decode_into(target: np.ndarray, paths: list[Path], boxes: np.ndarray, *, crop: bool,
                  size: int, workers: int, desc: str, progress: bool) -> np.ndarray:
-    """Decodes `paths` into `target` in chunks (bounded memory); returns a bool mask of
-    failures."""
+    """Decodes `paths` into `target` with `workers` threads; returns a bool mask of failures.
+
+    At most a small window of decoded images waits in memory: results are taken in order while
+    the threads run ahead by at most 8 images each.
+    """
     failed = np.zeros(len(paths), dtype=bool)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, mininterval=1.0)
-    chunk = 256
+    window = 8 * workers
+    pending: deque = deque()
+    submitted = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(paths), chunk):
-            stop = min(start + chunk, len(paths))
-            faces = pool.map(lambda i: load_face(paths[i], boxes[i], crop=crop, size=size),
-                             range(start, stop))
-            for i, face in zip(range(start, stop), faces):
-                if face is None:
-                    failed[i] = True
-                else:
-                    target[i] = face
+        for i in range(len(paths)):
+            while submitted < len(paths) and len(pending) < window:
+                pending.append(pool.submit(load_face, paths[submitted], boxes[submitted],
+                                           crop=crop, size=size))
+                submitted += 1
+            face = pending.popleft().result()
+            if face is None:
+                failed[i] = True
+            else:
+                target[i] = face
             if bar is not None:
-                bar.update(stop - start)
+                bar.update(1)
     if bar is not None:
         bar.close()
     return failed
