@@ -273,8 +273,8 @@ def prepare_demo(output: str | os.PathLike, *, raw_dir: str | os.PathLike | None
         info = {"generator": "fer_distill.data.demo", **written,
                   "note": "synthetic faces in FER+'s raw formats, prepared through the FER+ "
                           "csv path (fer2013.csv + fer2013new.csv + label.csv, majority votes)"}
-        if raw_dir is not None:
-            info["raw"] = str(raw)
+        # ferplus records the raw directory; a temporary one is gone when this returns
+        info["raw"] = str(raw) if raw_dir is not None else "a temporary directory, deleted"
         info.update(source or {})
         return ferplus.prepare_ferplus(raw, output, layout="csv", dataset="demo",
                                        source=info, progress=progress)

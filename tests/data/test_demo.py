@@ -56,6 +56,7 @@ def test_prepare_demo_goes_through_the_ferplus_path(tmp_path):
     prepared = read_prepared(tmp_path / "prepared")
     assert prepared.dataset == "demo" and prepared.image_shape == (48, 48, 1)
     assert summary["source"]["layout"] == "csv"
+    assert summary["source"]["raw"] == str(tmp_path / "raw")
     for split, folder in ferplus.FOLDERS.items():
         names, votes = ferplus.read_label_csv(tmp_path / "raw" / folder / "label.csv")
         labels = ferplus.majority_labels(votes)
