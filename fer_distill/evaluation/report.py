@@ -1,0 +1,664 @@
+"""Table I from our own runs, beside the paper's: Markdown, CSV and JSON.
+
+`build_report(ReportConfig(runs=WORKDIR))` walks a tree of run directories and evaluation
+outputs and fills the paper's Table I (`paper_table.json`): the paper's rows in the paper's
+order, for each data set the paper's accuracy, ours and the difference (ours − paper), the
+paper's † and our own †, and for every cell the run directory and the flagfile that produced
+it. Where a number comes from:
+
+- a finished run (`RUN/metrics.json`, docs/DESIGN.md "Training") gives its own view on the
+  test split (`metrics.json["test"]`, predictions in `RUN/predictions/test_<view>.npz`);
+- an evaluation (`OUT/evaluation/test_<view>.json`, `fer_distill.evaluation.evaluate`) gives
+  any view, notably the teachers on ◐ and ◑; it wins over metrics.json for the same run and
+  view (the same predictions, plus the evaluation's own flagfile);
+- a run directory without metrics.json is "incomplete" and never used; a finished run without
+  a result for a row's view (a teacher not yet evaluated on ◐) is "not evaluated"; a row
+  nobody ran is "not run". When two finished runs claim one cell, the newest wins and the
+  report lists the other under warnings.
+
+† is ours, not copied: for each distilled row (kd, triplet, fuse) McNemar's paired test
+(`fer_distill.evaluation.mcnemar`, statsmodels; exact binomial by default, chi-square with
+continuity correction on request; the report names the one used) between the row's saved test
+predictions and those of the student baseline [1] of the same architecture and data set,
+checking that both cover the same images with the same labels. † means p < alpha AND the
+distilled student is right on more of the discordant images.
+
+Runs on data sets or networks the paper does not have (the synthetic demo set, the `mini`
+network) get a table of their own with the same rows, where the paper column shows a stand-in
+for orientation only (demo → FER+, the look-alike it imitates; mini → VGG-f, whose shape it
+copies); the report then says at the top, in plain words, that those numbers are not
+comparable with the paper's. The paper's own table is shown whenever a run of a paper data set
+and network exists, or when nothing else does.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import json
+import math
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from fer_distill.atomic import write_json, write_text
+from fer_distill.evaluation import evaluate as evaluation
+from fer_distill.evaluation import paper_table as pt
+from fer_distill.evaluation.mcnemar import CHI2, EXACT, mcnemar_from_predictions
+
+FORMAT = "fer_distill.report/1"
+MARKDOWN_FILE = "table_i.md"
+CSV_FILE = "table_i.csv"
+JSON_FILE = "table_i.json"
+# A file the reproduction writes at the top of its work directory: which flagfile produced
+# which run or evaluation (the runs it starts through the library have no flagfile in argv).
+PROVENANCE_FORMAT = "fer_distill.provenance/1"
+PROVENANCE_FILE = "provenance.json"
+
+DATASET_NAMES = {"affectnet": "AffectNet", "ferplus": "FER+", "demo": "synthetic demo"}
+ARCH_NAMES = {"vgg_f": "VGG-f", "vgg_face": "VGG-face", "mini": "mini"}
+# Non-paper data sets and networks, and the paper's column / rows they are shown beside.
+STAND_IN_DATASETS = {"demo": "ferplus"}
+STAND_IN_ARCHS = {"mini": "vgg_f"}
+SYNTHETIC_DATASETS = ("demo",)
+
+# Statuses of a cell.
+OK = "ok"
+NOT_RUN = "not run"
+INCOMPLETE = "incomplete"
+NOT_EVALUATED = "not evaluated"
+LITERATURE = "literature"
+
+_SKIP_DIRS = {"checkpoints", "logs", "cache", "predictions", "fusion"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """runs: the directory tree to read (a reproduction's work directory, or any parent of run
+    directories); output: where to write table_i.{md,csv,json} (None: build only);
+    exact: McNemar's exact binomial test (True) or chi-square with continuity correction;
+    alpha: the significance level of †; split: the split Table I reports (test);
+    paper_table: another copy of paper_table.json (default: the packaged one)."""
+
+    runs: str
+    output: str | None = None
+    exact: bool = True
+    alpha: float = 0.05
+    split: str = "test"
+    paper_table: str | None = None
+
+    def check(self) -> None:
+        if not self.runs:
+            raise ValueError("report: the runs directory is required")
+        if not Path(self.runs).is_dir():
+            raise FileNotFoundError(f"report: runs directory {self.runs} not found")
+        if not 0.0 < float(self.alpha) < 1.0:
+            raise ValueError(f"report: alpha must be in (0, 1), got {self.alpha!r}")
+        if self.split not in evaluation.SPLITS:
+            raise ValueError(f"report: split must be one of {evaluation.SPLITS}, got "
+                             f"{self.split!r}")
+
+
+@dataclasses.dataclass
+class Run:
+    """A run directory found under the runs root."""
+
+    path: Path
+    stage: str | None
+    arch: str | None
+    dataset: str | None
+    view: str | None
+    finished: bool
+    finished_at: float
+    metrics: dict | None
+    flagfile: str | None
+
+
+@dataclasses.dataclass
+class Measurement:
+    """One model's accuracy on one view of the report's split."""
+
+    dataset: str
+    arch: str
+    stage: str
+    view: str
+    accuracy: float  # fraction in [0, 1]
+    count: int
+    predictions: Path | None
+    run: Path | None
+    run_flagfile: str | None
+    flagfile: str | None
+    source: str  # "metrics.json" or the evaluation results file
+    time: float
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.dataset, self.arch, self.stage, self.view)
+
+
+# ------------------------------------------------------------------------------------------
+# reading the tree
+# ------------------------------------------------------------------------------------------
+
+def flagfiles_in(argv: Iterable[str]) -> list[str]:
+    """The `--flagfile` arguments of a command line (absl's `--flagfile=F` and `--flagfile F`)."""
+    argv = list(argv or [])
+    found = []
+    for i, arg in enumerate(argv):
+        for prefix in ("--flagfile=", "-flagfile="):
+            if arg.startswith(prefix):
+                found.append(arg[len(prefix):])
+        if arg in ("--flagfile", "-flagfile") and i + 1 < len(argv):
+            found.append(argv[i + 1])
+    return found
+
+
+def _read_json(path: Path, warnings: list[str]) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        warnings.append(f"{path}: unreadable ({error}); ignored")
+        return None
+    if not isinstance(value, dict):
+        warnings.append(f"{path}: not a JSON object; ignored")
+        return None
+    return value
+
+
+def _walk(root: Path):
+    for directory, dirs, files in os.walk(root):
+        # why: temporary (".x.partial-…") outputs and a run's bulky internals hold no results
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
+        yield Path(directory), set(files)
+
+
+def _resolve(path: str | None, *bases: Path) -> str | None:
+    """A recorded path as an existing one if it can be found from the cwd or `bases`."""
+    if not path:
+        return None
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return str(candidate)
+    for base in bases:
+        if (base / candidate).exists():
+            return str(base / candidate)
+    return str(candidate)
+
+
+def _provenance_files(root: Path, warnings: list[str]) -> dict[str, str]:
+    """{resolved run/evaluation path: flagfile} from every provenance.json under `root`."""
+    mapping: dict[str, str] = {}
+    for directory, files in _walk(root):
+        if PROVENANCE_FILE not in files:
+            continue
+        data = _read_json(directory / PROVENANCE_FILE, warnings)
+        if not data or data.get("format") != PROVENANCE_FORMAT:
+            continue
+        for entry in data.get("entries", []):
+            target, flagfile = entry.get("path"), entry.get("flagfile")
+            if target and flagfile:
+                target = _resolve(target, directory)
+                mapping[str(Path(target).resolve())] = _resolve(flagfile, directory)
+    return mapping
+
+
+def _run_flagfile(run_dir: Path, provenance: Mapping[str, str], warnings) -> str | None:
+    known = provenance.get(str(run_dir.resolve()))
+    if known:
+        return known
+    environment = run_dir / "environment.json"
+    if environment.is_file():
+        data = _read_json(environment, warnings) or {}
+        found = flagfiles_in(data.get("argv", []))
+        if found:
+            return " ".join(found)
+    return None
+
+
+def scan(root: str | os.PathLike, *, split: str = "test") -> tuple[list[Run], list[Measurement],
+                                                                  list[str]]:
+    """Every run directory and every measurement on `split` under `root`, and warnings."""
+    root = Path(root)
+    warnings: list[str] = []
+    provenance = _provenance_files(root, warnings)
+    runs: dict[Path, Run] = {}
+    evaluations: list[tuple[Path, dict]] = []
+    for directory, files in _walk(root):
+        if evaluation.CONFIG_FILE in files:
+            config = _read_json(directory / evaluation.CONFIG_FILE, warnings)
+            if config and "stage" in config and "arch" in config:
+                metrics_file = directory / evaluation.METRICS_FILE
+                metrics = (_read_json(metrics_file, warnings)
+                           if evaluation.METRICS_FILE in files else None)
+                source = metrics or config
+                runs[directory.resolve()] = Run(
+                    path=directory, stage=source.get("stage", config.get("stage")),
+                    arch=source.get("arch", config.get("arch")),
+                    dataset=source.get("dataset", config.get("dataset")),
+                    view=source.get("view", config.get("view")), finished=metrics is not None,
+                    finished_at=metrics_file.stat().st_mtime if metrics else 0.0,
+                    metrics=metrics, flagfile=_run_flagfile(directory, provenance, warnings))
+        if directory.name == evaluation.EVALUATION_DIR:
+            for name in sorted(files):
+                if name.endswith(".json"):
+                    path = directory / name
+                    try:
+                        record = evaluation.load_results(path)
+                    except ValueError as error:
+                        warnings.append(f"{error}; ignored")
+                        continue
+                    evaluations.append((path, record))
+
+    measurements: list[Measurement] = []
+    for run in runs.values():
+        if not run.finished:
+            continue
+        test = (run.metrics or {}).get(split)
+        if not isinstance(test, dict) or "accuracy" not in test:
+            warnings.append(f"{run.path}: {evaluation.METRICS_FILE} has no {split!r} accuracy")
+            continue
+        if None in (run.stage, run.arch, run.dataset, run.view):
+            warnings.append(f"{run.path}: stage/arch/dataset/view not all recorded; ignored")
+            continue
+        predictions = run.path / "predictions" / f"{split}_{run.view}.npz"
+        measurements.append(Measurement(
+            dataset=run.dataset, arch=run.arch, stage=run.stage, view=run.view,
+            accuracy=float(test["accuracy"]), count=int(test.get("count", 0)),
+            predictions=predictions if predictions.is_file() else None, run=run.path,
+            run_flagfile=run.flagfile, flagfile=run.flagfile, source=evaluation.METRICS_FILE,
+            time=run.finished_at))
+
+    for path, record in evaluations:
+        if record["split"] != split:
+            continue
+        model = record["model"]
+        run_dir = Path(model["run_dir"]) if model.get("run_dir") else None
+        run = None
+        if run_dir is not None:
+            run_dir = Path(_resolve(str(run_dir), path.parent.parent) or run_dir)
+            run = runs.get(run_dir.resolve()) if run_dir.exists() else None
+            if run is not None and not run.finished:
+                warnings.append(f"{path}: evaluates {run_dir}, which is now an unfinished run "
+                                "(re-run after the evaluation?); ignored")
+                continue
+            if run is not None and path.stat().st_mtime < run.finished_at:
+                warnings.append(f"{path}: older than {run_dir}/{evaluation.METRICS_FILE} (the run "
+                                "was re-run after this evaluation); ignored; evaluate again")
+                continue
+        stage, arch = model.get("stage"), model.get("arch")
+        if not stage or not arch:
+            warnings.append(f"{path}: the model evaluated ({model.get('path')}) records no "
+                            "stage/arch, so it has no row in Table I; ignored")
+            continue
+        output = path.parent.parent
+        npz = output / record["files"]["predictions"]
+        flagfile = provenance.get(str(path.resolve())) or " ".join(
+            flagfiles_in(record.get("provenance", {}).get("argv", []))) or record.get(
+            "provenance", {}).get("flagfile") or None
+        run_flagfile = run.flagfile if run is not None else None
+        measurements.append(Measurement(
+            dataset=record["dataset"], arch=arch, stage=stage, view=record["view"],
+            accuracy=float(record["accuracy"]), count=int(record["count"]),
+            predictions=npz if npz.is_file() else None,
+            run=run_dir if run_dir is not None else Path(model["path"]),
+            run_flagfile=run_flagfile, flagfile=flagfile or run_flagfile, source=str(path),
+            time=path.stat().st_mtime))
+    return sorted(runs.values(), key=lambda r: str(r.path)), measurements, warnings
+
+
+def choose(measurements: list[Measurement], warnings: list[str]) -> dict[tuple, Measurement]:
+    """One measurement per (dataset, arch, stage, view): an evaluation over the metrics.json of
+    the same run, and the newest run when several runs claim the cell."""
+    by_key: dict[tuple, list[Measurement]] = {}
+    for m in measurements:
+        by_key.setdefault(m.key, []).append(m)
+    chosen = {}
+    for key, candidates in by_key.items():
+        per_run: dict[str, Measurement] = {}
+        for m in sorted(candidates, key=lambda m: (m.source == evaluation.METRICS_FILE, -m.time)):
+            per_run.setdefault(str(Path(m.run).resolve()) if m.run else m.source, m)
+        ordered = sorted(per_run.values(), key=lambda m: -m.time)
+        chosen[key] = ordered[0]
+        if len(ordered) > 1:
+            others = ", ".join(str(m.run) for m in ordered[1:])
+            warnings.append(f"{'/'.join(key)}: several runs; using the newest, {ordered[0].run} "
+                            f"(also found: {others})")
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------
+# building the table
+# ------------------------------------------------------------------------------------------
+
+def _display_label(label: str, paper_arch: str, arch: str) -> str:
+    if arch == paper_arch:
+        return label
+    pattern = r"VGG-face" if paper_arch == "vgg_face" else r"VGG-f(?![a-z])"
+    return re.sub(pattern, ARCH_NAMES.get(arch, arch), label)
+
+
+def _percent(fraction: float) -> float:
+    return round(100.0 * fraction, 2)
+
+
+def _cell(paper_row: pt.PaperRow, paper_dataset: str | None, dataset: str, arch: str,
+          chosen: Mapping[tuple, Measurement], incomplete: Mapping[tuple, Path],
+          finished: Mapping[tuple, Path], config: ReportConfig) -> dict[str, Any]:
+    paper_accuracy = paper_row.accuracy[paper_dataset] if paper_dataset else None
+    cell: dict[str, Any] = {
+        "dataset": dataset, "arch": arch, "stage": paper_row.stage, "view": paper_row.view,
+        "paper_dataset": paper_dataset, "paper_arch": paper_row.arch,
+        "paper_accuracy": paper_accuracy,
+        "paper_dagger": bool(paper_row.dagger[paper_dataset]) if paper_dataset else False,
+        "status": NOT_RUN, "accuracy": None, "difference": None, "dagger": None,
+        "count": None, "mcnemar": None, "run_dir": None, "flagfile": None,
+        "run_flagfile": None, "predictions": None, "source": None, "note": None,
+    }
+    if paper_row.kind == "literature":
+        cell["status"] = LITERATURE
+        return cell
+    key = (dataset, arch, paper_row.stage, paper_row.view)
+    m = chosen.get(key)
+    if m is None:
+        if (dataset, arch, paper_row.stage) in finished:
+            cell["status"] = NOT_EVALUATED
+            cell["run_dir"] = str(finished[(dataset, arch, paper_row.stage)])
+            cell["note"] = (f"the {paper_row.stage} run finished but was not evaluated on "
+                            f"{paper_row.view} (python -m experiments.evaluate --views="
+                            f"{paper_row.view})")
+        elif (dataset, arch, paper_row.stage) in incomplete:
+            cell["status"] = INCOMPLETE
+            cell["run_dir"] = str(incomplete[(dataset, arch, paper_row.stage)])
+        return cell
+    accuracy = _percent(m.accuracy)
+    cell.update(status=OK, accuracy=accuracy, count=m.count,
+                difference=None if paper_accuracy is None else round(accuracy - paper_accuracy, 2),
+                run_dir=None if m.run is None else str(m.run), flagfile=m.flagfile,
+                run_flagfile=m.run_flagfile,
+                predictions=None if m.predictions is None else str(m.predictions),
+                source=m.source)
+    if paper_row.stage in pt.DISTILLED_STAGES:
+        baseline = chosen.get((dataset, arch, "student", "lower_half_visible"))
+        if baseline is None:
+            cell["note"] = "no † test: the student baseline [1] has no result"
+        elif m.predictions is None or baseline.predictions is None:
+            cell["note"] = "no † test: per-image predictions missing"
+        else:
+            try:
+                result = mcnemar_from_predictions(baseline.predictions, m.predictions,
+                                                  exact=config.exact, alpha=config.alpha)
+            except ValueError as error:  # unpaired files: say so in the cell, never guess
+                cell["note"] = f"no † test: {error}"
+                return cell
+            cell["dagger"] = result.b_significantly_better
+            cell["mcnemar"] = {**result.to_dict(), "baseline_run": str(baseline.run),
+                               "baseline_predictions": str(baseline.predictions)}
+    return cell
+
+
+def _tables(paper: pt.PaperTable, chosen, incomplete, finished, config) -> list[dict]:
+    groups = sorted({(d, a) for d, a, _ in set(finished) | set(incomplete)}
+                    | {(k[0], k[1]) for k in chosen})
+    paper_groups = [g for g in groups if g[0] in pt.DATASETS and g[1] in pt.ARCHS]
+    other_groups = [g for g in groups if g not in paper_groups]
+    tables = []
+    if paper_groups or not other_groups:
+        rows = []
+        for row in paper.rows:
+            cells = {ds: _cell(row, ds, ds, row.arch, chosen, incomplete, finished, config)
+                     for ds in paper.datasets}
+            rows.append(_row(row, row.label, cells))
+        tables.append({"id": "paper", "title": "Table I", "datasets": list(paper.datasets),
+                       "synthetic": False, "stand_in": None, "rows": rows})
+    for dataset, arch in other_groups:
+        paper_arch = arch if arch in pt.ARCHS else STAND_IN_ARCHS.get(arch, "vgg_f")
+        paper_dataset = dataset if dataset in pt.DATASETS else STAND_IN_DATASETS.get(dataset)
+        rows = []
+        for row in paper.rows:
+            if row.kind == "literature" or row.arch != paper_arch:
+                continue
+            cell = _cell(row, paper_dataset, dataset, arch, chosen, incomplete, finished, config)
+            rows.append(_row(row, _display_label(row.label, paper_arch, arch), {dataset: cell},
+                             key=pt.row_key(arch, row.stage, row.view)))
+        tables.append({
+            "id": f"{dataset}/{arch}",
+            "title": f"{DATASET_NAMES.get(dataset, dataset)}, {ARCH_NAMES.get(arch, arch)}",
+            "datasets": [dataset], "synthetic": dataset in SYNTHETIC_DATASETS,
+            "stand_in": {"dataset": paper_dataset, "arch": paper_arch}, "rows": rows})
+    return tables
+
+
+def _row(row: pt.PaperRow, label: str, cells: dict, key: str | None = None) -> dict:
+    """One row; `key` is the row's own key (arch/stage/view), `paper_key` the paper row's."""
+    return {"key": key or row.key, "paper_key": row.key, "label": label,
+            "paper_label": row.label, "kind": row.kind, "view": row.view,
+            "view_symbol": row.view_symbol, "cells": cells}
+
+
+def build_report(config: ReportConfig) -> dict[str, Any]:
+    """Reads the runs under `config.runs` and returns the report (the JSON written)."""
+    config.check()
+    paper = pt.load_paper_table(config.paper_table)
+    runs, measurements, warnings = scan(config.runs, split=config.split)
+    chosen = choose(measurements, warnings)
+    finished = {(r.dataset, r.arch, r.stage): r.path
+                for r in sorted(runs, key=lambda r: r.finished_at) if r.finished}
+    incomplete = {(r.dataset, r.arch, r.stage): r.path for r in runs if not r.finished
+                  and (r.dataset, r.arch, r.stage) not in finished}
+    tables = _tables(paper, chosen, incomplete, finished, config)
+    placed = {(c["dataset"], c["arch"], c["stage"], c["view"])
+              for t in tables for r in t["rows"] for c in r["cells"].values()}
+    unplaced = [{"dataset": m.dataset, "arch": m.arch, "stage": m.stage, "view": m.view,
+                 "accuracy": _percent(m.accuracy), "run_dir": str(m.run), "source": m.source}
+                for key, m in sorted(chosen.items()) if key not in placed]
+    datasets = {d for d, _, _ in set(finished) | set(incomplete)} | {k[0] for k in chosen}
+    synthetic = sorted(datasets & set(SYNTHETIC_DATASETS))
+    return {
+        "format": FORMAT,
+        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "runs": str(config.runs),
+        "split": config.split,
+        "synthetic": bool(synthetic),
+        "notice": _notice(synthetic),
+        "mcnemar": {"method": EXACT if config.exact else CHI2, "alpha": config.alpha,
+                    "dagger": "p < alpha and the distilled student is right on more of the "
+                              "discordant test images than the student baseline [1]"},
+        "paper": {"source": paper.source, "file": str(paper.path)},
+        "tables": tables,
+        "unplaced": unplaced,
+        "runs_found": [{"path": str(r.path), "stage": r.stage, "arch": r.arch,
+                        "dataset": r.dataset, "finished": r.finished} for r in runs],
+        "warnings": warnings,
+    }
+
+
+def _notice(synthetic: list[str]) -> str | None:
+    if not synthetic:
+        return None
+    return ("SYNTHETIC DEMO DATA, SMOKE SCALE: these numbers come from generated faces (the "
+            "package's demo set) and a small stand-in network, trained for minutes on a CPU. "
+            "They show that every stage runs and how the pieces fit together; they are NOT the "
+            "paper's numbers and are not comparable with them. The paper column beside them "
+            "is a stand-in (named in the table's heading), shown only as the shape to expect.")
+
+
+# ------------------------------------------------------------------------------------------
+# rendering and writing
+# ------------------------------------------------------------------------------------------
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.2f}"
+
+
+def _ours(cell: dict) -> str:
+    if cell["status"] == LITERATURE:
+        return ""
+    if cell["status"] != OK:
+        return cell["status"]
+    return f"{cell['accuracy']:.2f}" + (" †" if cell["dagger"] else "")
+
+
+def _paper(cell: dict) -> str:
+    return _number(cell["paper_accuracy"]) + (" †" if cell["paper_dagger"] else "")
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """The report as Markdown (what the binaries print)."""
+    lines = ["# Table I, reproduced", ""]
+    if report["notice"]:
+        lines += [f"> **{report['notice']}**", ""]
+    method = report["mcnemar"]["method"]
+    lines += [f"Accuracy (%) on the {report['split']} split. Δ = ours − paper. "
+              f"○ full face, ◐ lower half visible (upper half black: the VR headset), "
+              f"◑ upper half visible. Our † : significantly better than the student baseline "
+              f"[1] of the same network and data set, McNemar's paired test ({method}), "
+              f"p < {report['mcnemar']['alpha']}, from our own per-image predictions; the "
+              f"paper's † is the paper's. Runs read from `{report['runs']}`.", ""]
+    for table in report["tables"]:
+        if table["id"] == "paper":
+            lines += [f"## {table['title']} (the paper's rows, in its order)", ""]
+            header = ["Model", "Test faces"]
+            for ds in table["datasets"]:
+                name = DATASET_NAMES.get(ds, ds)
+                header += [f"{name} paper", f"{name} ours", "Δ"]
+        else:
+            stand_in = table["stand_in"]
+            reference = (f"{DATASET_NAMES.get(stand_in['dataset'], stand_in['dataset'])}, "
+                         f"{ARCH_NAMES.get(stand_in['arch'], stand_in['arch'])}"
+                         if stand_in["dataset"] else "none")
+            lines += [f"## {table['title']} (not the paper's data or network)", ""]
+            if table["synthetic"]:
+                lines += ["Synthetic smoke-scale demo: not comparable with the paper. The paper "
+                          f"column is the paper's {reference} for orientation only.", ""]
+            header = ["Model", "Test faces", f"paper ({reference})", "ours", "Δ"]
+        lines += ["| " + " | ".join(header) + " |",
+                  "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+        for row in table["rows"]:
+            fields = [row["label"], row["view_symbol"]]
+            for ds in table["datasets"]:
+                cell = row["cells"][ds]
+                fields += [_paper(cell), _ours(cell), _signed(cell["difference"])]
+            lines.append("| " + " | ".join(fields) + " |")
+        lines.append("")
+
+    tests = [(t, r, c) for t in report["tables"] for r in t["rows"]
+             for c in r["cells"].values() if c["mcnemar"]]
+    lines += [f"## McNemar's test against the student baseline [1] ({method})", ""]
+    if tests:
+        lines += ["| Data set | Model | b (baseline right only) | c (distilled right only) | "
+                  "statistic | p | † |", "|---|---|---:|---:|---:|---:|---|"]
+        for table, row, cell in tests:
+            t = cell["mcnemar"]
+            lines.append(f"| {DATASET_NAMES.get(cell['dataset'], cell['dataset'])} | "
+                         f"{row['label']} | {t['b']} | {t['c']} | {t['statistic']:.4g} | "
+                         f"{t['pvalue']:.4g} | {'†' if cell['dagger'] else ''} |")
+    else:
+        lines.append("No distilled student with a finished baseline yet.")
+    lines.append("")
+
+    lines += ["## Where each number comes from", "",
+              "| Data set | Model | Test faces | Status | Run directory | Flagfile |",
+              "|---|---|---|---|---|---|"]
+    for table in report["tables"]:
+        for row in table["rows"]:
+            for ds, cell in row["cells"].items():
+                if cell["status"] in (LITERATURE, NOT_RUN):
+                    continue
+                lines.append(
+                    f"| {DATASET_NAMES.get(ds, ds)} | {row['label']} | {row['view_symbol']} | "
+                    f"{cell['status']} | {_code(cell['run_dir'])} | "
+                    f"{_code(cell['flagfile'])} |")
+    lines.append("")
+    notes = [(row, ds, cell) for table in report["tables"] for row in table["rows"]
+             for ds, cell in row["cells"].items() if cell["note"]]
+    if notes:
+        lines += ["## Notes", ""] + [
+            f"- {DATASET_NAMES.get(ds, ds)}, {row['label']} {row['view_symbol']}: {cell['note']}"
+            for row, ds, cell in notes] + [""]
+    if report["unplaced"]:
+        lines += ["## Finished results with no row in Table I", ""]
+        for u in report["unplaced"]:
+            lines.append(f"- {u['dataset']} {u['arch']} {u['stage']} on {u['view']}: "
+                         f"{u['accuracy']:.2f}% ({u['run_dir']})")
+        lines.append("")
+    if report["warnings"]:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
+    return "\n".join(lines)
+
+
+def _code(text: str | None) -> str:
+    return f"`{text}`" if text else "-"
+
+
+CSV_COLUMNS = ("table", "row_key", "paper_row_key", "label", "view", "view_symbol", "dataset", "arch", "stage",
+               "paper_dataset", "paper_accuracy", "paper_dagger", "status", "accuracy",
+               "difference", "dagger", "mcnemar_b", "mcnemar_c", "mcnemar_statistic",
+               "mcnemar_pvalue", "mcnemar_method", "count", "run_dir", "flagfile",
+               "run_flagfile", "predictions", "source", "note")
+
+
+def render_csv(report: Mapping[str, Any]) -> str:
+    """One line per cell (table, row, data set), in the paper's row order."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for table in report["tables"]:
+        for row in table["rows"]:
+            for cell in row["cells"].values():
+                test = cell["mcnemar"] or {}
+                writer.writerow({
+                    "table": table["id"], "row_key": row["key"], "paper_row_key": row["paper_key"],
+                    "label": row["label"],
+                    "view": row["view"], "view_symbol": row["view_symbol"],
+                    **{k: _csv(cell[k]) for k in ("dataset", "arch", "stage", "paper_dataset",
+                                                   "paper_accuracy", "paper_dagger", "status",
+                                                   "accuracy", "difference", "dagger", "count",
+                                                   "run_dir", "flagfile", "run_flagfile",
+                                                   "predictions", "source", "note")},
+                    "mcnemar_b": _csv(test.get("b")), "mcnemar_c": _csv(test.get("c")),
+                    "mcnemar_statistic": _csv(test.get("statistic")),
+                    "mcnemar_pvalue": _csv(test.get("pvalue")),
+                    "mcnemar_method": _csv(test.get("method"))})
+    return buffer.getvalue()
+
+
+def _csv(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return str(value)
+
+
+def write_report(report: Mapping[str, Any], output: str | os.PathLike) -> dict[str, Path]:
+    """Writes table_i.md, table_i.csv and table_i.json into `output`, each atomically (the
+    JSON last: a reader that finds it finds the other two of the same report)."""
+    output = Path(output)
+    paths = {"markdown": output / MARKDOWN_FILE, "csv": output / CSV_FILE,
+             "json": output / JSON_FILE}
+    write_text(paths["markdown"], render_markdown(report))
+    write_text(paths["csv"], render_csv(report))
+    write_json(paths["json"], report)
+    return paths
+
+
+def make_report(config: ReportConfig) -> tuple[dict[str, Any], str]:
+    """Builds the report, writes it when `config.output` is set; returns (report, Markdown)."""
+    report = build_report(config)
+    if config.output:
+        write_report(report, config.output)
+    return report, render_markdown(report)
+
+
+def command_line(argv: Iterable[str]) -> str:
+    """A command line as one shell-quoted string (for provenance records)."""
+    return " ".join(shlex.quote(a) for a in argv)
