@@ -174,7 +174,7 @@ class MatConvNetNetwork:
     average_image: np.ndarray
     class_names: list[str] | None
     dropped: list[str]
-    renamed: dict[str, str]
+    renamed: list[tuple[str, str]]
     architecture: str = UNKNOWN_ARCHITECTURE
     architecture_description: str = "unknown SimpleNN chain"
 
@@ -201,7 +201,7 @@ class MatConvNetNetwork:
             "layers": [layer["name"] for layer in self.layers],
             "layer_types": counts,
             "dropped_layers": self.dropped,
-            "renamed_layers": self.renamed,
+            "renamed_layers": [list(pair) for pair in self.renamed],
             "num_classes": self.num_classes,
             "class_names": self.class_names,
             "normalization": {
@@ -243,7 +243,7 @@ def read_matconvnet(path: str | os.PathLike) -> MatConvNetNetwork:
     input_shape, average_image = _normalization(normalization, ctx)
     layers, weights, dropped = [], {}, []
     names_used: set[str] = set()
-    renamed: dict[str, str] = {}
+    renamed: list[tuple[str, str]] = []
     for index, raw in enumerate(raw_layers):
         if not isinstance(raw, dict):
             raise ctx.error(f"is {_describe(raw)}, expected a layer struct", index, None)
@@ -262,7 +262,7 @@ def read_matconvnet(path: str | os.PathLike) -> MatConvNetNetwork:
                             f"{', '.join(SUPPORTED_TYPES)}", index, name)
         keras_name = _keras_name(name, names_used)
         if keras_name != name:
-            renamed[name] = keras_name
+            renamed.append((name, keras_name))
         names_used.add(keras_name)
         layer, arrays = _parse_layer(kind, keras_name, raw, ctx, index, name)
         layers.append(layer)

@@ -74,9 +74,7 @@ class ChainError(ValueError):
             f"layer {index + 1} ({layer.get('name')!r}, type {layer.get('type')!r}): {message}")
 
 
-def _kernel_init(first: bool, last: bool, zeros: bool):
-    if zeros:
-        return "zeros"
+def _kernel_init(first: bool, last: bool):
     if last:
         # A fresh classifier as MatConvNet initialises one for fine-tuning: N(0, 0.01^2).
         return keras.initializers.RandomNormal(stddev=0.01)
@@ -91,7 +89,9 @@ def build_chain(layers: Sequence[Layer], *, input_shape: Sequence[int], name: st
 
     `input_shape` is (H, W, 3). Give either `average_image` (values: 3, 1x1x3 or HxWx3) or,
     for a model whose weights are set afterwards, only `average_image_shape`.
-    `zero_init=True` skips random initialisation (the converter overwrites every weight).
+    `zero_init=True` skips the (seconds-long, for VGG) random initialisation when every weight
+    is set afterwards, as the converter does; the layers still record their usual
+    initialisers, so the model's config is the builder's.
     Raises `ChainError` naming the layer when shapes do not chain.
     """
     height, width, channels = (int(d) for d in input_shape)
@@ -170,7 +170,8 @@ def _add_conv(x, layer: Layer, *, first: bool, last: bool, zero_init: bool):
     pad = mcn.four_pads(layer.get("pad", 0))
     stride = mcn.two_ints(layer.get("stride", 1), "stride")
     dilate = mcn.two_ints(layer.get("dilate", 1), "dilate")
-    init = _kernel_init(first, last, zero_init)
+    real_init = _kernel_init(first, last)
+    init = "zeros" if zero_init else real_init
     bias_init = "zeros"
     dtype = {"dtype": "float32"} if last else {}  # logits in float32 under mixed precision
     name = layer["name"]
@@ -181,8 +182,9 @@ def _add_conv(x, layer: Layer, *, first: bool, last: bool, zero_init: bool):
                 f"layer (input is a vector of {x.shape[-1]}); expected a 1x1 filter")
         if cin != x.shape[-1]:
             raise ValueError(f"filter expects {cin} input channels, input has {x.shape[-1]}")
-        return keras.layers.Dense(cout, kernel_initializer=init, bias_initializer=bias_init,
-                                  name=name, **dtype)(x)
+        return _restore_init(keras.layers.Dense(cout, kernel_initializer=init,
+                                                bias_initializer=bias_init, name=name,
+                                                **dtype), x, real_init)
     _, height, width, channels = x.shape
     if channels % cin != 0:
         raise ValueError(
@@ -193,8 +195,9 @@ def _add_conv(x, layer: Layer, *, first: bool, last: bool, zero_init: bool):
                  and groups == 1)
     if whole_map:
         flat = keras.layers.Flatten(name="flatten")(x)
-        return keras.layers.Dense(cout, kernel_initializer=init, bias_initializer=bias_init,
-                                  name=name, **dtype)(flat)
+        return _restore_init(keras.layers.Dense(cout, kernel_initializer=init,
+                                                bias_initializer=bias_init, name=name,
+                                                **dtype), flat, real_init)
     if dilate != (1, 1) and stride != (1, 1):
         raise ValueError(f"dilation {list(dilate)} with stride {list(stride)} is not supported")
     top, bottom, left, right = pad
@@ -202,9 +205,18 @@ def _add_conv(x, layer: Layer, *, first: bool, last: bool, zero_init: bool):
     if height + top + bottom < eff_h or width + left + right < eff_w:
         raise ValueError(
             f"{kh}x{kw} filter is larger than its padded {height}x{width} input")
-    return mcn.MatConvNetConv2D(cout, (kh, kw), strides=stride, pad=pad, dilation_rate=dilate,
-                                groups=groups, kernel_initializer=init,
-                                bias_initializer=bias_init, name=name, **dtype)(x)
+    return _restore_init(
+        mcn.MatConvNetConv2D(cout, (kh, kw), strides=stride, pad=pad, dilation_rate=dilate,
+                             groups=groups, kernel_initializer=init,
+                             bias_initializer=bias_init, name=name, **dtype), x, real_init)
+
+
+def _restore_init(layer, x, initializer):
+    """Calls `layer` on `x`, then records `initializer` as its kernel initialiser (it may
+    have been built with zeros to save time)."""
+    y = layer(x)
+    layer.kernel_initializer = keras.initializers.get(initializer)
+    return y
 
 
 def chain_of(model: keras.Model) -> list[Layer]:

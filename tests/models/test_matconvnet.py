@@ -172,6 +172,20 @@ def _assert_same_weights(a, b):
             np.testing.assert_array_equal(wa.numpy(), wb.numpy(), err_msg=layer.name)
 
 
+def _assert_same_network(network, reference, layers, average):
+    """`network` (read from a file) has the reference's layer list, the source's weights and
+    average image."""
+    reference = reference.layers if hasattr(reference, "layers") else reference
+    assert network.layers == reference
+    np.testing.assert_array_equal(network.average_image, average.reshape(network.average_image
+                                                                          .shape))
+    for layer in layers:
+        if layer["type"] == "conv":
+            filters, biases = network.weights[layer["name"]]
+            np.testing.assert_array_equal(filters, layer["weights"][0], err_msg=layer["name"])
+            np.testing.assert_array_equal(biases, layer["weights"][1].ravel())
+
+
 def _image(seed=0, size=224):
     return np.random.default_rng(seed).uniform(0, 255, (size, size, 3)).astype(np.float32)
 
@@ -186,8 +200,10 @@ def vgg_f_case(tmp_path_factory):
     layers, average = vgg_f_net(rng)
     path = write_mat(tmp_path_factory.mktemp("vggf") / "imagenet-vgg-f.mat", layers, average,
                      "beta17")
-    model = mc.load_matconvnet(path)
-    return {"layers": layers, "average": average, "model": model,
+    network = mc.read_matconvnet(path)
+    model = mc.to_keras(network)
+    network.weights.clear()  # why: 0.2 GB this module no longer needs
+    return {"layers": layers, "average": average, "model": model, "network": network,
             "dir": tmp_path_factory.mktemp("vggf-layouts")}
 
 
@@ -200,14 +216,15 @@ def test_vgg_f_matches_matconvnets_forward(vgg_f_case):
 
 
 @pytest.mark.parametrize("layout", ["beta16", "net", "checkpoint"])
-def test_vgg_f_every_layout_converts_to_the_same_model(vgg_f_case, layout):
+def test_vgg_f_every_layout_reads_the_same_network(vgg_f_case, layout):
     path = write_mat(vgg_f_case["dir"] / f"{layout}.mat", vgg_f_case["layers"],
                      vgg_f_case["average"], layout)
     network = mc.read_matconvnet(path)
     assert network.layout == layout and network.architecture == "vgg_f"
-    model = mc.to_keras(network)
-    assert model.get_config() == vgg_f_case["model"].get_config()
-    _assert_same_weights(vgg_f_case["model"], model)
+    # why not build the model again: to_keras is a function of (layers, weights, normalization)
+    # and the beta17 model built from them is checked against the reference above.
+    _assert_same_network(network, vgg_f_case["network"], vgg_f_case["layers"],
+                         vgg_f_case["average"])
 
 
 def test_vgg_f_round_trips_through_matlab_v73(vgg_f_case):
@@ -249,17 +266,25 @@ def test_vgg_face_matches_matconvnets_forward(vgg_face_case):
                              _image(1))
 
 
-@pytest.mark.parametrize("layout", ["beta17", "beta16", "checkpoint", "v7.3"])
-def test_vgg_face_every_layout_converts_to_the_same_weights(vgg_face_case, layout):
-    path = vgg_face_case["dir"] / f"{layout}.mat"
-    if layout == "v7.3":
-        mc.save_matconvnet(vgg_face_case["model"], path, "net", matlab_version="7.3")
-    else:
-        # the model zoo's vgg-face.mat has no dropout layers
-        layers = [l for l in vgg_face_case["layers"] if l["type"] != "dropout"]
-        write_mat(path, layers, vgg_face_case["average"], layout)
+@pytest.mark.parametrize("layout", ["beta17", "checkpoint"])
+def test_vgg_face_layouts_read_the_same_network(vgg_face_case, layout):
+    """VGG-face as it comes: the model zoo's beta17 vgg-face.mat (no dropout layers) and a
+    fine-tuned cnn_train checkpoint (`net` struct: see the fixture; v7.3: below). beta16 is
+    covered by VGG-f and the small chains, keeping 0.5 GB files to a few."""
+    layers = [l for l in vgg_face_case["layers"] if l["type"] != "dropout"]
+    path = write_mat(vgg_face_case["dir"] / f"{layout}.mat", layers, vgg_face_case["average"],
+                     layout)
     network = mc.read_matconvnet(path)
-    assert network.architecture == "vgg_face"
+    assert network.architecture == "vgg_face" and network.layout == layout
+    reference = [l for l in vgg_face_case["network"].layers if l["type"] != "dropout"]
+    _assert_same_network(network, reference, layers, vgg_face_case["average"])
+
+
+def test_vgg_face_round_trips_through_matlab_v73(vgg_face_case):
+    path = vgg_face_case["dir"] / "vgg_face_v73.mat"
+    mc.save_matconvnet(vgg_face_case["model"], path, "net", matlab_version="7.3")
+    network = mc.read_matconvnet(path)
+    assert (network.matlab_version, network.architecture) == ("7.3", "vgg_face")
     model = mc.to_keras(network)
     network.weights.clear()
     _assert_same_weights(vgg_face_case["model"], model)
@@ -301,8 +326,7 @@ def test_writer_round_trips_every_layout(tmp_path, layout, version):
         (layout, version, "mini")
     assert network.class_names == ["a", "b", "c"]
     converted = mc.to_keras(network)
-    assert converted.get_config() == model.get_config() or \
-        [l.name for l in converted.layers] == [l.name for l in model.layers]
+    assert converted.get_config() == model.get_config()
     _assert_same_weights(model, converted)
     images = np.stack([_image(5, 36), _image(6, 36)])
     np.testing.assert_array_equal(converted.predict(images, verbose=0),
@@ -380,8 +404,7 @@ def test_convert_writes_keras_that_loads_after_import(tmp_path):
     assert summary["layout"] == "checkpoint" and summary["dropped_layers"] == ["loss"]
     loaded = keras.saving.load_model(tmp_path / "t.keras")
     _assert_same_weights(model, loaded)
-    assert [p.name for p in tmp_path.iterdir()] == sorted(["t.mat", "t.keras"]) or \
-        sorted(p.name for p in tmp_path.iterdir()) == ["t.keras", "t.mat"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.keras", "t.mat"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,7 +500,6 @@ def test_odd_names_are_made_keras_safe(tmp_path):
     path = _small_file(tmp_path, lambda l: (l[1].update(name="relu 1/a"),
                                             l[2].update(name="relu 1/a")))
     network = mc.read_matconvnet(path)
-    assert network.renamed == {"relu 1/a": "relu_1_a_2"} or \
-        list(network.renamed.values()) == ["relu_1_a", "relu_1_a_2"]
+    assert network.renamed == [("relu 1/a", "relu_1_a"), ("relu 1/a", "relu_1_a_2")]
     assert [l["name"] for l in network.layers][1:3] == ["relu_1_a", "relu_1_a_2"]
     mc.to_keras(network)
