@@ -28,8 +28,11 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("mat", None, "MatConvNet SimpleNN .mat file to convert.")
-flags.DEFINE_string("output", None, "Where to write the .keras model.")
+# allow_override: the test suite imports every binary into one process, where generic names
+# such as --output are defined by several of them.
+_ANY = {"allow_override": True}
+flags.DEFINE_string("mat", None, "MatConvNet SimpleNN .mat file to convert.", **_ANY)
+flags.DEFINE_string("output", None, "Where to write the .keras model.", **_ANY)
 flags.DEFINE_string("write_example", None,
                     "Write a package-generated MatConvNet file (random weights) here first.")
 flags.DEFINE_enum("example_arch", "mini", ["mini", "vgg_f", "vgg_face"],

@@ -116,8 +116,10 @@ def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
     if path.suffix == ".keras":
         return keras.saving.load_model(path, **kwargs)
     if path.suffix == ".mat":
+        if kwargs:
+            raise ValueError(f"{path}: options {sorted(kwargs)} apply to .keras files only")
         from fer_distill.models.matconvnet import load_matconvnet
-        return load_matconvnet(path, **kwargs)
+        return load_matconvnet(path)
     raise ValueError(f"{path}: expected a .keras or a MatConvNet .mat file")
 
 
