@@ -76,7 +76,7 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, view: str | None = None,
-             kd_model=None, triplet_model=None) -> "Predictor":
+             kd_student=None, triplet_student=None) -> "Predictor":
         path = Path(path)
         if path.is_dir() and (path / "saved_model.pb").is_file():
             import tensorflow as tf
@@ -92,8 +92,8 @@ class Predictor:
             return cls(loaded.predict_images, loaded.serve_encoded, metadata, loaded)
         from fer_distill.serving.servable import load_servable
 
-        return cls.from_servable(load_servable(path, view=view, kd_model=kd_model,
-                                               triplet_model=triplet_model))
+        return cls.from_servable(load_servable(path, view=view, kd_student=kd_student,
+                                               triplet_student=triplet_student))
 
     @property
     def class_names(self) -> tuple[str, ...]:

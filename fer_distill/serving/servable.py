@@ -35,10 +35,10 @@ METRICS_FILE = "metrics.json"
 CLASSIFIER = "classifier"
 FUSION = "fusion"
 
-# Keys of a `fuse` run's config.json naming its two students (a run directory or a .keras file
-# each). docs/DESIGN.md says only "the two student model paths in config.json"; the first pair
-# is the one we ask training to write, the others are accepted so that an older run still opens.
-STUDENT_KEYS = (("kd_model", "triplet_model"), ("kd", "triplet"), ("kd_run", "triplet_run"))
+# Keys of a `fuse` run's config.json naming its two students (a model file or a run directory
+# each). docs/DESIGN.md says only "the two student model paths in config.json"; training
+# (fer_distill/train/config.py) writes `kd_student` and `triplet_student`.
+STUDENT_KEYS = (("kd_student", "triplet_student"),)
 
 
 @dataclass
@@ -135,14 +135,16 @@ def _warn_unfinished(run: Path) -> None:
 def _load_keras(path: Path):
     from fer_distill.models import load_model
 
-    return load_model(path)
+    # why compile=False: serving needs the network, not the optimiser or loss it trained with
+    return load_model(path, compile=False) if path.suffix == ".keras" else load_model(path)
 
 
 def _student_model_path(reference: str, run: Path, key: str) -> Path:
-    # why run-relative first: a run tree that was moved or copied still opens.
+    # Training stores paths as given, relative to its working directory; relative to the run
+    # directory is tried next, so a run tree that was moved as a whole still opens.
     candidates = [Path(reference)]
     if not Path(reference).is_absolute():
-        candidates.insert(0, run / reference)
+        candidates.append(run / reference)
     for candidate in candidates:
         if candidate.is_dir() and (candidate / MODEL_FILE).is_file():
             return candidate / MODEL_FILE
@@ -154,20 +156,17 @@ def _student_model_path(reference: str, run: Path, key: str) -> Path:
 
 
 def _student_references(config: dict[str, Any], run: Path) -> tuple[tuple[str, str], ...]:
-    students = config.get("students")
-    if isinstance(students, dict) and "kd" in students and "triplet" in students:
-        return (("students.kd", students["kd"]), ("students.triplet", students["triplet"]))
     for kd_key, triplet_key in STUDENT_KEYS:
         if config.get(kd_key) and config.get(triplet_key):
             return ((kd_key, config[kd_key]), (triplet_key, config[triplet_key]))
     raise ValueError(
         f"{run / CONFIG_FILE}: a fuse run must name its two students; expected keys "
         f"{STUDENT_KEYS[0][0]!r} and {STUDENT_KEYS[0][1]!r} (run directories or .keras files), "
-        f"found keys {sorted(config)}; or pass the students explicitly (kd_model=, "
-        "triplet_model=)")
+        f"found keys {sorted(config)}; or pass the students explicitly (kd_student=, "
+        "triplet_student=)")
 
 
-def load_fusion(fusion_dir: str | os.PathLike, kd_model, triplet_model, *, view: str,
+def load_fusion(fusion_dir: str | os.PathLike, kd_student, triplet_student, *, view: str,
                 class_names: Sequence[str] = CLASS_NAMES,
                 source: dict[str, Any] | None = None) -> Servable:
     """The fused model from a saved `FusionSVM` directory and the two students (Keras models or
@@ -176,7 +175,7 @@ def load_fusion(fusion_dir: str | os.PathLike, kd_model, triplet_model, *, view:
 
     svm = FusionSVM.load(fusion_dir)
     models = []
-    for which, model in (("kd", kd_model), ("triplet", triplet_model)):
+    for which, model in (("kd", kd_student), ("triplet", triplet_student)):
         if isinstance(model, (str, os.PathLike)):
             model = _load_keras(Path(model))
         models.append(model)
@@ -194,14 +193,14 @@ def load_fusion(fusion_dir: str | os.PathLike, kd_model, triplet_model, *, view:
 
 
 def load_servable(path: str | os.PathLike, *, view: str | None = None,
-                  kd_model: str | os.PathLike | None = None,
-                  triplet_model: str | os.PathLike | None = None) -> Servable:
+                  kd_student: str | os.PathLike | None = None,
+                  triplet_student: str | os.PathLike | None = None) -> Servable:
     """A `Servable` from a run directory, a `.keras`/`.mat` file, or a `fuse` run.
 
     - a run directory: `RUN/model.keras`, view from `RUN/config.json`;
     - a `fuse` run (config stage "fuse", or a `RUN/fusion/` directory), or the fusion directory
       itself: the saved FusionSVM and the two students named in config.json (see
-      `STUDENT_KEYS`), or given as `kd_model`/`triplet_model`;
+      `STUDENT_KEYS`), or given as `kd_student`/`triplet_student`;
     - a model file: if `config.json` lies beside it (RUN/model.keras), its view; else `view` is
       required.
     `view` overrides the recorded view.
@@ -215,13 +214,13 @@ def load_servable(path: str | os.PathLike, *, view: str | None = None,
     if path.is_dir() and (path / "fusion_svm.json").is_file():  # the fusion directory itself
         run_config = path.parent / CONFIG_FILE
         recorded = _read_config(path.parent).get("view") if run_config.is_file() else None
-        if kd_model is not None and triplet_model is not None:
-            return load_fusion(path, kd_model, triplet_model,
+        if kd_student is not None and triplet_student is not None:
+            return load_fusion(path, kd_student, triplet_student,
                                view=_choose_view(view, recorded, str(path)),
                                source={"path": str(path.resolve())})
         if not run_config.is_file():
             raise ValueError(f"{path}: a fusion directory outside its run needs the two "
-                             "students (kd_model=, triplet_model=)")
+                             "students (kd_student=, triplet_student=)")
         path = path.parent  # RUN/fusion given: read the run
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
@@ -235,14 +234,14 @@ def load_servable(path: str | os.PathLike, *, view: str | None = None,
                 raise FileNotFoundError(f"{path}: a fuse run must hold {FUSION_DIR}/ (the saved "
                                         "FusionSVM); has the run finished?")
             _warn_unfinished(path)
-            if kd_model is None or triplet_model is None:
+            if kd_student is None or triplet_student is None:
                 (kd_key, kd_ref), (tr_key, tr_ref) = _student_references(config, path)
-                kd_model = kd_model or _student_model_path(str(kd_ref), path, kd_key)
-                triplet_model = triplet_model or _student_model_path(str(tr_ref), path, tr_key)
-            return load_fusion(path / FUSION_DIR, kd_model, triplet_model, view=chosen,
+                kd_student = kd_student or _student_model_path(str(kd_ref), path, kd_key)
+                triplet_student = triplet_student or _student_model_path(str(tr_ref), path, tr_key)
+            return load_fusion(path / FUSION_DIR, kd_student, triplet_student, view=chosen,
                                class_names=_class_names(config),
-                               source={**source, "kd_model": str(kd_model),
-                                       "triplet_model": str(triplet_model)})
+                               source={**source, "kd_student": str(kd_student),
+                                       "triplet_student": str(triplet_student)})
         model_path = path / MODEL_FILE
         if not model_path.is_file():
             raise FileNotFoundError(f"{path}: no {MODEL_FILE}; has the run finished?")

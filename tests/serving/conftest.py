@@ -33,9 +33,9 @@ def write_run(run, model, **config) -> "Path":
     return run
 
 
-def write_fuse_run(root, seed: int = 0, *, students_key=("kd_model", "triplet_model")):
+def write_fuse_run(root, seed: int = 0, *, students_key=("kd_student", "triplet_student")):
     """kd and triplet student runs, and a fuse run whose SVM was fitted on their embeddings
-    of random lower-half-visible images. Returns (fuse_run, kd_model, triplet_model, svm)."""
+    of random lower-half-visible images. Returns (fuse_run, kd, triplet, svm)."""
     from fer_distill.data.occlusion import occlude
     from fer_distill.distill.fusion import FusionSVM
 
@@ -56,7 +56,8 @@ def write_fuse_run(root, seed: int = 0, *, students_key=("kd_model", "triplet_mo
     svm.save(fuse / "fusion")
     (fuse / "config.json").write_text(json.dumps({
         "stage": "fuse", "arch": "mini", "view": "lower_half_visible",
-        students_key[0]: "../kd", students_key[1]: str(triplet_run / "model.keras")}))
+        students_key[0]: "../kd/model.keras",  # relative: found from the run directory
+        students_key[1]: str(triplet_run / "model.keras")}))
     (fuse / "metrics.json").write_text("{}")
     return fuse, kd, triplet, svm
 

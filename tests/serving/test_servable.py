@@ -69,10 +69,10 @@ def test_fuse_run_finds_its_students(fuse_run):
 
 def test_fuse_run_without_student_paths_says_which_keys(tmp_path):
     fuse, *_ = write_fuse_run(tmp_path, students_key=("first", "second"))
-    with pytest.raises(ValueError, match="'kd_model' and 'triplet_model'"):
+    with pytest.raises(ValueError, match="'kd_student' and 'triplet_student'"):
         load_servable(fuse)
-    explicit = load_servable(fuse, kd_model=tmp_path / "kd" / "model.keras",
-                             triplet_model=tmp_path / "triplet" / "model.keras")
+    explicit = load_servable(fuse, kd_student=tmp_path / "kd" / "model.keras",
+                             triplet_student=tmp_path / "triplet" / "model.keras")
     assert explicit.kind == FUSION
 
 
@@ -80,8 +80,8 @@ def test_fusion_students_must_match_the_svm(fuse_run, tmp_path):
     fuse, *_ = fuse_run
     wide = write_run(tmp_path / "wide", _wide_student(), view="lower_half_visible")
     with pytest.raises(ValueError, match="embeddings of width 64.*gives 32"):
-        load_servable(fuse, kd_model=wide / "model.keras",
-                      triplet_model=wide / "model.keras")
+        load_servable(fuse, kd_student=wide / "model.keras",
+                      triplet_student=wide / "model.keras")
 
 
 def _wide_student():

@@ -1,0 +1,86 @@
+"""Export a trained model as a SavedModel for TF Serving.
+
+    python -m experiments.export_savedmodel --model=runs/ferplus_vgg_f_student \
+        --output=exports/fer/1
+    python -m experiments.export_savedmodel --model=model.keras --view=lower_half_visible \
+        --output=exports/fer/1
+    python -m experiments.export_savedmodel --model=runs/ferplus_vgg_f_fuse --output=exports/fused/1
+
+Reads: a run directory (RUN/model.keras and the view in RUN/config.json), a bare .keras or
+MatConvNet .mat file (then --view is required), or a `fuse` run (RUN/fusion/ and the two
+students named in its config.json, or given with --kd_student and --triplet_student).
+Writes: the SavedModel directory --output, atomically (TF Serving wants MODEL_DIR/<version>),
+with `assets/metadata.json` recording the view, classes, provenance and this command's
+settings; prints a short summary. Serve it with
+
+    docker run -p 8501:8501 -v $PWD/exports/fer:/models/fer -e MODEL_NAME=fer tensorflow/serving
+    curl -d '{"instances": [{"b64": "<base64 of a JPEG face crop>"}]}' \
+        localhost:8501/v1/models/fer:predict
+
+`serving_default` takes encoded JPEG/PNG face crops of any size and returns `probabilities`,
+`class_id`, `class_name`, `embedding` and `logits` (`decision` for the fused SVM, whose
+`probabilities` are a softmax of SVM scores, not calibrated probabilities); `predict_images`
+takes uint8 (N, H, W, 3) crops. See fer_distill/serving/export.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+# allow_override: the test suite imports every binary into one process, where generic names
+# (--model, --output, --view) would otherwise clash with other binaries' flags.
+_ANY = {"allow_override": True}
+flags.DEFINE_string("model", None, "Run directory, fuse run, or .keras/.mat model file.", **_ANY)
+flags.DEFINE_string("output", None, "SavedModel directory to write, e.g. exports/fer/1.", **_ANY)
+flags.DEFINE_string("view", None, "Occlusion view (full, lower_half_visible, "
+                    "upper_half_visible, a mask name or mask file); overrides the run's "
+                    "config.json, required for a bare model file.", **_ANY)
+flags.DEFINE_string("kd_student", None, "Fusion only: the KD student (run directory or .keras), "
+                    "instead of the one named in the fuse run's config.json.", **_ANY)
+flags.DEFINE_string("triplet_student", None, "Fusion only: the triplet student (run directory "
+                    "or .keras).", **_ANY)
+flags.DEFINE_bool("verify", True, "Reload the written model and check both signatures "
+                  "against the in-memory model before moving it into place.", **_ANY)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    model: str
+    output: str
+    view: str | None = None
+    kd_student: str | None = None
+    triplet_student: str | None = None
+    verify: bool = True
+
+
+def run(config: ExportConfig) -> dict:
+    """Exports the model the config names; returns (and the binary prints) a summary."""
+    from fer_distill.serving.export import export_savedmodel, read_metadata
+    from fer_distill.serving.servable import load_servable
+
+    servable = load_servable(config.model, view=config.view, kd_student=config.kd_student,
+                             triplet_student=config.triplet_student)
+    servable.source["export_config"] = dataclasses.asdict(config)
+    path = export_savedmodel(servable, config.output, verify=config.verify)
+    metadata = read_metadata(path)
+    return {"output": str(path), "kind": metadata["kind"], "view": metadata["view"],
+            "input_sizes": metadata["input_sizes"],
+            "embedding_size": metadata["embedding_size"]}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.model or not FLAGS.output:
+        raise app.UsageError("--model and --output are required")
+    config = ExportConfig(model=FLAGS.model, output=FLAGS.output, view=FLAGS.view,
+                          kd_student=FLAGS.kd_student, triplet_student=FLAGS.triplet_student,
+                          verify=FLAGS.verify)
+    print(json.dumps(run(config), indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)
