@@ -121,7 +121,22 @@ class ServingModule(tf.Module):
     # -- the graph ------------------------------------------------------------------------
 
     def _forward(self, resized: dict):
-        """{(h, w): float32 (N, h, w, 3) 0-255} → the output dict."""
+        """{(h, w): float32 (N, h, w, 3) 0-255} → the output dict; an empty request gives
+        empty outputs (some layers, e.g. the LRN's matmul, reject a batch of zero)."""
+        count = tf.shape(next(iter(resized.values())))[0]
+        return tf.cond(count > 0, lambda: self._compute(resized), self._empty)
+
+    def _empty(self):
+        width = len(self._static.class_names)
+        embedding = int(self._static.metadata["embedding_size"])
+        scores = tf.zeros([0, width], tf.float32)
+        return {"logits" if self.kind == CLASSIFIER else "decision": scores,
+                "probabilities": scores,
+                "class_id": tf.zeros([0], tf.int64),
+                "class_name": tf.zeros([0], tf.string),
+                "embedding": tf.zeros([0, embedding], tf.float32)}
+
+    def _compute(self, resized: dict):
         static = self._static
         outputs = []
         for network, size in zip(self.networks, static.sizes):

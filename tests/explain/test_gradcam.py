@@ -1,7 +1,5 @@
 """Grad-CAM: known answers on a hand-set network, finite differences on mini, the fused map,
 and the figure."""
-import json
-
 import keras
 import numpy as np
 import pytest

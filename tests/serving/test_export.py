@@ -21,7 +21,7 @@ from fer_distill.serving import export as export_lib
 from fer_distill.serving.export import export_savedmodel, read_metadata
 from fer_distill.serving.servable import Servable, load_servable
 
-from .conftest import sharp_mini, write_run
+from .conftest import write_run
 
 SHAPES = [(48, 48, 1), (27, 41, 3), (32, 32, 3)]  # FER+-like grey, odd RGB, the model's size
 
@@ -122,6 +122,14 @@ def test_one_request_may_mix_sizes_and_formats(exported):
         together["logits"].numpy()[0],
         loaded.signatures["predict_images"](images=tf.constant(crops[0][None]))["logits"]
         .numpy()[0], rtol=1e-5, atol=1e-5)
+
+
+def test_an_empty_request_gets_empty_outputs(exported):
+    _, loaded, _ = exported
+    for out in (loaded.signatures["serving_default"](image_bytes=tf.constant([], tf.string)),
+                loaded.signatures["predict_images"](images=tf.zeros([0, 9, 9, 3], tf.uint8))):
+        assert out["probabilities"].shape == (0, 8) and out["embedding"].shape == (0, 64)
+        assert out["class_name"].shape == (0,) and out["class_id"].dtype == tf.int64
 
 
 def test_bytes_that_are_not_an_image_fail_naming_the_item(exported):
