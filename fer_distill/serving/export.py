@@ -25,7 +25,8 @@ The view and the rest of the provenance are recorded in the model: `metadata.jso
 SavedModel asset (`assets/metadata.json`), and `loaded.metadata()` returns it with the view and
 class names as tensors. TF Serving needs a numeric version directory (`DIR/1`); the model is
 written to a hidden sibling and renamed into place, so a server watching DIR never sees a
-half-written version.
+half-written version (export a new version number rather than replacing the one being served:
+a replaced directory is briefly absent between the two renames).
 """
 from __future__ import annotations
 
