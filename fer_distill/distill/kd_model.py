@@ -1,0 +1,112 @@
+"""The standard teacher-student model (paper section III-A, eqs. 1-2) as a Keras model.
+
+`KDModel` wraps the student; `fit` trains it with
+
+    L_KD'(θ_S) = (1 − λ)·CE(y, softmax(A_S)) + λ·CE(softmax(A_T/τ), softmax(A_S/τ))   (eq. 1)
+
+where A_S is the student's fc8 on the LOWER-HALF view of an image and A_T the teacher's fc8 on
+the FULL view of the SAME image. Keras' `Distiller` cannot do this (it feeds both networks one
+input), so the model takes a dict per batch:
+
+    {"image": occluded view (B, S, S, 3), "index": row of the image in its split (B,),
+     "full": full view (B, S, S, 3), only in live mode}
+
+Only `compute_loss` is overridden: Keras' own `train_step` then runs the step, so XLA
+(`jit_compile`), metrics, mixed-precision loss scaling and `tf.distribute` work as for any
+Keras model. The loss is the per-replica batch mean divided by the number of replicas, the
+convention of Keras' own losses: gradients are summed over replicas, so the step follows the
+mean over the global batch.
+
+Why the teacher's logits come from a table. The teacher is frozen and its input (the full
+view, without augmentation) is deterministic, so A_T of every training image is the same in
+every epoch: it is computed once (`fer_distill.train` caches it in the run directory) and a KD
+step gathers it by the batch's `"index"`, costing a KD epoch what a plain fine-tuning epoch
+costs. `teacher_mode="live"` (no table) runs the teacher in the step instead, for users who add
+input augmentation. The teacher is set non-trainable, so it is never in `trainable_weights`
+(`tests/distill/test_kd_model.py` checks its weights are bit-identical after `fit`).
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from fer_distill.distill.kd import kd_loss
+
+
+def _table(num_classes: int) -> tf.Variable:
+    # why a tf.Variable with an open first dimension: the table is replaced (`set_logits`)
+    # without retracing the step, and it is not a Keras weight, so checkpoints of the
+    # student never carry it.
+    return tf.Variable(tf.zeros([0, num_classes], tf.float32), trainable=False,
+                       shape=tf.TensorShape([None, num_classes]))
+
+
+class KDModel(keras.Model):
+    """Trains `student` with eq. 1 against a frozen `teacher`'s logits (cached or live).
+
+    Args:
+      student: a classifier (images -> logits A_S); its weights are what `fit` changes.
+      teacher: the frozen teacher (images -> logits A_T); needed in live mode, optional when
+        logit tables are given.
+      lam, temperature, temperature_squared: λ, τ, and Hinton's τ² factor (off: eq. 1).
+      train_logits / eval_logits: (N, K) teacher logits of the training split and of the split
+        used for validation, row i = the image with `"index"` i. When a table is set for the
+        phase (training, evaluation) the step gathers from it; otherwise it runs the teacher
+        on `x["full"]`.
+    """
+
+    def __init__(self, student: keras.Model, teacher: keras.Model | None = None, *,
+                 lam: float = 0.7, temperature: float = 20.0,
+                 temperature_squared: bool = False, train_logits=None, eval_logits=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.student = student
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.trainable = False  # only θ_S is updated (paper III-A)
+        self.lam = float(lam)
+        self.temperature = float(temperature)
+        self.temperature_squared = bool(temperature_squared)
+        self.num_classes = int(student.output_shape[-1])
+        self.train_logits = _table(self.num_classes)
+        self.eval_logits = _table(self.num_classes)
+        self._has_table = {True: False, False: False}
+        self.set_logits(train=train_logits, eval=eval_logits)
+
+    def set_logits(self, *, train=None, eval=None) -> None:
+        """Sets the cached teacher logits for training and/or evaluation, (N, K) each."""
+        for training, values, variable in ((True, train, self.train_logits),
+                                           (False, eval, self.eval_logits)):
+            if values is None:
+                continue
+            values = tf.convert_to_tensor(values, tf.float32)
+            if values.shape.rank != 2 or values.shape[1] != self.num_classes:
+                raise ValueError(f"KDModel: teacher logits must be (N, {self.num_classes}), "
+                                 f"got {values.shape}")
+            variable.assign(values)
+            self._has_table[training] = True
+
+    def call(self, inputs, training=None):
+        return self.student(inputs["image"], training=training)
+
+    def teacher_logits(self, inputs, training: bool):
+        """A_T for the batch: gathered from the phase's table, or the live teacher."""
+        if self._has_table[bool(training)]:
+            table = self.train_logits if training else self.eval_logits
+            return tf.gather(table, inputs["index"])
+        if self.teacher is None or "full" not in inputs:
+            raise ValueError(
+                "KDModel: no cached teacher logits for this phase, so the teacher must run "
+                "live: give `teacher` and a 'full' view in the inputs")
+        return tf.stop_gradient(self.teacher(inputs["full"], training=False))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        del sample_weight  # eq. 1 weighs every image alike
+        loss = kd_loss(y, y_pred, self.teacher_logits(x, training), lam=self.lam,
+                       temperature=self.temperature,
+                       temperature_squared=self.temperature_squared)  # eqs. 1-2, batch mean
+        for extra in self.losses:  # regularisers a user may add to the student
+            loss = loss + tf.cast(tf.reduce_sum(extra), loss.dtype)
+        # Keras' convention: each replica returns its mean / replicas; gradients are summed.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / tf.cast(replicas, loss.dtype)

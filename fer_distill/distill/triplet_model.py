@@ -1,0 +1,251 @@
+"""Teacher-student training with the triplet loss (paper section III-B, eqs. 3-4).
+
+    L_KD''(θ_S) = CE(y, N_S) + λ·Σ_i [Δ(E_S(a'_i), E_T(p_i)) − Δ(E_S(a'_i), E_S(n'_i)) + α]_+
+
+E is the relu7 embedding, a' the anchor and n' the negative (lower-half views seen by the
+student), p the positive (a full view seen by the frozen teacher), Δ the Euclidean distance,
+α = 0.1, λ = 0.5. `TripletModel` runs one step as follows:
+
+1. the student embeds the batch's anchors and classifies them (CE, batch mean);
+2. `TripletMiner.mine` searches the epoch's pools with the LIVE anchor embeddings: the farthest
+   same-class teacher embedding (positive) and the closest other-class student embedding
+   (negative), by matrix distances, inside the step (XLA-able, no per-anchor loop);
+3. the positives' teacher embeddings are gathered from the pool (constants: the teacher is
+   frozen); the negatives' uint8 IMAGES are gathered from the pool, resized and occluded exactly
+   as the tf.data pipeline does it, and run through the student again, so the gradient of
+   eq. 3 flows through BOTH student embeddings, anchor and negative;
+4. one SGD update of the student only, with the optimizer's loss scaling (mixed precision).
+
+The pools (`MiningPools`, a callback). At the start of each epoch a random tenth of the training
+set is drawn, a pure function of (seed, epoch) (`mining_subset`), so a resumed run draws the
+subset an uninterrupted run would. Positive pool: the teacher's full-view embeddings of that
+tenth, read from a cache computed once for the whole training set (the teacher never changes).
+Negative pool: the student's occluded-view embeddings of that tenth, REFRESHED ONCE, at the start
+of the epoch, with the current weights; the tenth's source images are kept beside them.
+
+Why the negative pool is refreshed per epoch and not per batch: the paper samples the subsets
+once per epoch; refreshing per batch would re-embed the whole tenth (N/10 images) at every step,
+making a step cost N/(10·B) + 2 student passes instead of 2 (FER+ at batch 64: ~40x). Within
+an epoch the student moves little (learning rates 1e-6 / 1e-5), so the stale pool embeddings
+rank the candidates almost as fresh ones would; only the CHOICE of the negative uses them. The
+loss itself is computed on freshly re-embedded negatives (step 3), so its value and gradient
+are exact for the chosen triplets.
+
+Scaling across replicas: gradients are summed over replicas, so each replica contributes
+CE_r / R (a mean term) and λ·Σ_r (a sum term, NOT divided by anything: eq. 3 sums over the
+global batch, and the per-replica sums add up to it). With `reduction="mean"` the triplet term
+is divided by R too. The reported `loss` is eq. 4 on the global batch.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fer_distill.data.occlusion import occlude
+from fer_distill.distill.mining import DEFAULT_CHUNK_SIZE, TripletMiner
+from fer_distill.distill.triplet import triplet_loss
+from fer_distill.models import embedding_model
+
+# A stream of random numbers of its own, so the mining subset never shares draws with the
+# pipeline's epoch permutation, which is seeded with (seed, epoch).
+MINING_STREAM = 0x7E1
+
+
+def mining_subset(rows, fraction: float, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's random subset of `rows` (a tenth by default), sorted; pure in (seed, epoch)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"mining fraction must be in (0, 1], got {fraction}")
+    size = max(1, int(round(len(rows) * fraction)))
+    rng = np.random.default_rng([int(seed), int(epoch), MINING_STREAM])
+    return np.sort(rng.choice(rows, size=size, replace=False))
+
+
+def to_view(raw, image_size: int, occlusion="lower_half_visible"):
+    """uint8 source images (B, H, W, C) -> float32 (B, S, S, 3) 0-255 in the `occlusion` view.
+
+    The same steps, in the same order, as `fer_distill.data.pipeline.make_dataset` applies to a
+    gathered batch (resize, grey to three channels, occlude); tests check both agree.
+    """
+    raw = tf.convert_to_tensor(raw)
+    height, width, channels = raw.shape[1:]
+    if (height, width) == (image_size, image_size):
+        full = tf.cast(raw, tf.float32)
+    else:
+        full = tf.image.resize(raw, [image_size, image_size], method="bilinear")
+    if channels == 1:
+        full = tf.repeat(full, 3, axis=-1)
+    return occlude(full, occlusion)
+
+
+class TripletModel(keras.Model):
+    """Trains `student` with eq. 4; inputs: occluded images (B, S, S, 3), targets: labels (B,).
+
+    Args:
+      student: the classifier being trained (relu7 = E, fc8 = A).
+      source_shape: (H, W, C) of the prepared set's uint8 images (the pool's images).
+      image_size: the student's input size S.
+      occlusion: the student's view ("lower_half_visible").
+      lam, margin, reduction: λ, α and eq. 3's reduction ("sum" as in the paper, or "mean").
+      chunk_size: anchors per distance matmul in the miner.
+    """
+
+    def __init__(self, student: keras.Model, *, source_shape, image_size: int,
+                 occlusion="lower_half_visible", lam: float = 0.5, margin: float = 0.1,
+                 reduction: str = "sum", chunk_size: int = DEFAULT_CHUNK_SIZE, **kwargs):
+        super().__init__(**kwargs)
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"TripletModel: reduction must be 'sum' or 'mean', got "
+                             f"{reduction!r}")
+        self.student = student
+        self.embedder = embedding_model(student)
+        self.embedding_dim = int(self.embedder.output["embedding"].shape[-1])
+        self.miner = TripletMiner(self.embedding_dim, chunk_size=chunk_size)
+        self.source_shape = tuple(int(d) for d in source_shape)
+        self.pool_images = tf.Variable(
+            tf.zeros([0, *self.source_shape], tf.uint8), trainable=False,
+            shape=tf.TensorShape([None, *self.source_shape]))
+        self.image_size = int(image_size)
+        self.occlusion = occlusion
+        self.lam = float(lam)
+        self.margin = float(margin)
+        self.reduction = reduction
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.ce_tracker = keras.metrics.Mean(name="ce")
+        self.triplet_tracker = keras.metrics.Mean(name="triplet")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.ce_tracker, self.triplet_tracker, self.accuracy_tracker]
+
+    def set_pools(self, *, positive_emb, positive_labels, negative_emb, negative_labels,
+                  images, ids=None) -> None:
+        """Installs the epoch's pools: teacher embeddings of the subset's full views, student
+        embeddings of its occluded views, and its uint8 source images (row i of `images` is
+        row i of the negative pool)."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape[1:] != self.source_shape:
+            raise ValueError(f"TripletModel: pool images must be uint8 (M, "
+                             f"{', '.join(map(str, self.source_shape))}), got {images.dtype} "
+                             f"{images.shape}")
+        if len(images) != len(negative_emb) or len(images) == 0:
+            raise ValueError(f"TripletModel: {len(images)} pool images for "
+                             f"{len(negative_emb)} negative embeddings (need the same, >= 1)")
+        self.miner.set_pools(positive_emb, positive_labels, negative_emb, negative_labels,
+                             positive_ids=ids, negative_ids=ids)
+        self.pool_images.assign(images)
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def objective(self, images, labels, training: bool = True) -> dict:
+        """Eq. 4 for one batch against the current pools (steps 1-3 of the module docstring).
+
+        Returns this replica's `loss` (scaled for summation over replicas, see the module
+        docstring), `ce` (batch mean), `triplet` (eq. 3 over this replica's anchors), the
+        anchors' `logits` and the mined triplets.
+        """
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
+        out = self.embedder(images, training=training)
+        anchor = out["embedding"]
+        logits = tf.cast(out["logits"], tf.float32)
+        ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=logits))
+        # Choosing triplets is not differentiated (arg-max/min); the distances are.
+        mined = self.miner.mine(tf.stop_gradient(anchor), labels)
+        raw = tf.gather(self.pool_images, tf.maximum(mined.negative_index, 0))
+        negative = self.embedder(to_view(raw, self.image_size, self.occlusion),
+                                 training=training)["embedding"]
+        triplet = triplet_loss(anchor, mined.positive_emb, negative, margin=self.margin,
+                               reduction=self.reduction, mask=mined.valid)  # eq. 3
+        if self.reduction == "sum":
+            loss = ce / replicas + self.lam * triplet  # eq. 4: the sum is not divided
+        else:
+            loss = (ce + self.lam * triplet) / replicas
+        for extra in self.losses:
+            loss = loss + tf.cast(tf.reduce_sum(extra), tf.float32) / replicas
+        return {"loss": loss, "ce": ce, "triplet": triplet, "logits": logits, "mined": mined}
+
+    def train_step(self, data):
+        images, labels = data[0], data[1]
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            result = self.objective(images, labels, training=True)
+            scaled = self.optimizer.scale_loss(result["loss"])
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        # Reported values are the global batch's (metrics average over replicas).
+        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
+        triplet = result["triplet"] * (replicas if self.reduction == "sum" else 1.0)
+        self.loss_tracker.update_state(result["ce"] + self.lam * triplet)
+        self.ce_tracker.update_state(result["ce"])
+        self.triplet_tracker.update_state(triplet)
+        self.accuracy_tracker.update_state(tf.reshape(labels, [-1]), result["logits"])
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        """Validation: CE and accuracy of the student (mining is defined on training only)."""
+        images, labels = data[0], data[1]
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        logits = tf.cast(self.student(images, training=False), tf.float32)
+        ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=logits))
+        self.ce_tracker.update_state(ce)
+        self.accuracy_tracker.update_state(labels, logits)
+        return {"ce": self.ce_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+
+def embed(embedder: keras.Model, prepared, split: str, rows, *, image_size: int, view,
+          batch_size: int, verbose: int = 0) -> np.ndarray:
+    """relu7 embeddings (float32, (len(rows), D)) of `rows` of a split in one view."""
+    from fer_distill.data.pipeline import make_dataset
+
+    key, occlusion = ("full", "lower_half_visible") if view == "full" else ("occluded", view)
+    dataset = make_dataset(prepared, split, image_size=image_size, batch_size=batch_size,
+                           training=False, views=(key,), occlusion=occlusion, indices=rows)
+    out = embedder.predict(dataset.map(lambda b: b[key]), verbose=verbose)
+    return np.asarray(out["embedding"], dtype=np.float32)
+
+
+class MiningPools(keras.callbacks.Callback):
+    """Refreshes a TripletModel's pools at the start of every epoch (module docstring).
+
+    Args:
+      trainer: the TripletModel.
+      prepared: the prepared data set; pools come from its "train" split.
+      rows: the training rows in use (all, or a `max_train_examples` subset), sorted.
+      positive_embeddings: subset rows -> the teacher's full-view embeddings of those rows.
+      seed, fraction: the subset draw (`mining_subset`).
+      batch_size: for embedding the subset with the student.
+    """
+
+    def __init__(self, trainer: TripletModel, prepared, *, rows,
+                 positive_embeddings: Callable[[np.ndarray], np.ndarray], seed: int,
+                 fraction: float = 0.1, batch_size: int = 64, verbose: int = 0):
+        super().__init__()
+        self.trainer = trainer
+        self.prepared = prepared
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.positive_embeddings = positive_embeddings
+        self.seed = int(seed)
+        self.fraction = float(fraction)
+        self.batch_size = int(batch_size)
+        self.verbose = verbose
+        self.subset = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        subset = mining_subset(self.rows, self.fraction, self.seed, epoch)
+        labels = np.asarray(self.prepared.labels("train"))[subset]
+        negative = embed(self.trainer.embedder, self.prepared, "train", subset,
+                         image_size=self.trainer.image_size, view=self.trainer.occlusion,
+                         batch_size=self.batch_size)
+        self.trainer.set_pools(
+            positive_emb=np.asarray(self.positive_embeddings(subset), dtype=np.float32),
+            positive_labels=labels, negative_emb=negative, negative_labels=labels,
+            images=np.asarray(self.prepared.images("train")[subset]), ids=subset)
+        self.subset = subset

@@ -1,0 +1,80 @@
+"""Where and in what precision a run computes: dtype policy and `tf.distribute` strategy.
+
+Mixed precision. On a GPU `mixed_float16` (tensor cores; Keras wraps the optimizer in a
+`LossScaleOptimizer`, and the custom triplet step scales its loss through it). A CPU has no fast
+float16 arithmetic - TensorFlow emulates it, about 20x slower than float32 on the mini network
+here - while recent CPUs do have bfloat16 units, so "auto" picks `mixed_bfloat16` there. The
+logits (fc8), the embeddings handed to losses and distances, the losses themselves and the
+mean subtraction stay float32 under either policy (see fer_distill.models).
+
+Strategies. "default": one device (TensorFlow's default strategy). "mirrored": every GPU of
+this machine, or, without GPUs, every logical CPU device (tests split the CPU into two to run
+the two-replica code path). "multi_worker": `MultiWorkerMirroredStrategy`, configured by the
+`TF_CONFIG` environment variable on every worker; only the chief writes files.
+The batch size of a config is the GLOBAL batch (the paper's 64 / 512), split across replicas.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Iterator
+
+import keras
+import tensorflow as tf
+
+
+def resolve_policy(mixed_precision: str) -> str:
+    """The Keras dtype policy for a config's `mixed_precision` setting."""
+    if mixed_precision in ("off", None, False):
+        return "float32"
+    if mixed_precision in ("auto", True):
+        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    if mixed_precision in ("mixed_float16", "mixed_bfloat16"):
+        return mixed_precision
+    raise ValueError(f"mixed_precision must be off, auto, mixed_float16 or mixed_bfloat16, got "
+                     f"{mixed_precision!r}")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Sets Keras' global dtype policy inside the block and restores the previous one after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The `tf.distribute` strategy called `name` (module docstring)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError(
+                "strategy 'multi_worker' needs the TF_CONFIG environment variable on every "
+                "worker, e.g. TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:12345\", "
+                "\"host2:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}'")
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except ValueError as error:
+            raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; expected default, mirrored or multi_worker")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the one process that writes the run directory (always, without a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief

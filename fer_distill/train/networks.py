@@ -1,0 +1,130 @@
+"""Getting the networks of a stage ready, and refusing bad ones before any training starts.
+
+Every check here runs before the run directory is written: a teacher of another architecture
+than the student, a model whose head is not as wide as the data set has classes, a model
+trained on other class names, a missing file, or an input size the data will not be resized
+to, all stop the run with a message naming the file and what was expected.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import keras
+
+from fer_distill import models
+from fer_distill.models import simplenn
+from fer_distill.train.execution import dtype_policy
+
+SCRATCH = "scratch"
+
+
+def load_network(path, *, role: str, arch: str) -> keras.Model:
+    """Loads a `.keras` or MatConvNet `.mat` network and checks it is an `arch` network.
+
+    `role` ("init", "teacher", "KD student", ...) names the file in messages.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{role} file {path} not found")
+    kwargs = {"compile": False} if path.suffix == ".keras" else {}
+    try:
+        model = models.load_model(path, **kwargs)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{role} file {path} could not be loaded: {error}") from None
+    try:
+        found = models.architecture_of(model)
+    except ValueError as error:
+        raise ValueError(f"{role} file {path}: {error}") from None
+    if found != arch:
+        raise ValueError(
+            f"{role} file {path} holds a {found} network, but this run is {arch}: teacher and "
+            f"student always share the architecture (paper section III); pass --arch={found} "
+            f"or a {arch} file")
+    return model
+
+
+def check_classes(model: keras.Model, path, *, role: str, class_names: Sequence[str]) -> None:
+    """The model's head must be as wide as the data set has classes; if the model comes from a
+    run directory of this package, its classes must also be the data set's, in order."""
+    width = int(models.logits_layer(model).output.shape[-1])
+    if width != len(class_names):
+        raise ValueError(
+            f"{role} file {path}: its classifier fc8 has {width} outputs, the data set has "
+            f"{len(class_names)} classes {list(class_names)}")
+    run_config = Path(path).parent / "config.json"
+    if run_config.is_file():
+        try:
+            recorded = json.loads(run_config.read_text(encoding="utf-8")).get("class_names")
+        except ValueError:
+            recorded = None
+        if recorded is not None and list(recorded) != list(class_names):
+            raise ValueError(
+                f"{role} file {path} was trained on classes {recorded} ({run_config}); the "
+                f"data set has {list(class_names)}")
+
+
+def input_size(model: keras.Model) -> int:
+    """The square input size S of a (None, S, S, 3) classifier."""
+    shape = model.input_shape
+    if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None or shape[3] != 3:
+        raise ValueError(f"model {model.name!r} takes {shape}; expected (None, S, S, 3) RGB")
+    return int(shape[1])
+
+
+def check_input_size(model: keras.Model, path, *, role: str, image_size: int) -> None:
+    size = input_size(model)
+    if size != image_size:
+        raise ValueError(f"{role} file {path} takes {size}x{size} images; this run resizes to "
+                         f"{image_size}x{image_size} (--image_size)")
+
+
+def initial_network(init: str | None, *, arch: str, num_classes: int, image_size: int | None,
+                    head: str, seed: int) -> tuple[keras.Model, dict]:
+    """The network a fine-tuning or distillation stage starts from, and what was done to it.
+
+    `init` is a .keras/.mat file or None/"scratch" (a fresh random network; for VGG the
+    builders' initialisation, not a pretrained one). `head`: "auto" gives a fresh fc8 when the
+    init network's fc8 is not `num_classes` wide (a pretrained ImageNet or face network) and
+    keeps it otherwise; "new" always; "keep" never.
+    """
+    if init in (None, "", SCRATCH):
+        kwargs = {"input_size": image_size} if arch == "mini" and image_size else {}
+        keras.utils.set_random_seed(seed)
+        return models.build(arch, num_classes, **kwargs), {"init": SCRATCH, "new_head": True}
+    model = load_network(init, role="init", arch=arch)
+    width = int(models.logits_layer(model).output.shape[-1])
+    new_head = head == "new" or (head == "auto" and width != num_classes)
+    if new_head:
+        model = models.with_new_head(model, num_classes, seed=seed)
+    elif width != num_classes:
+        raise ValueError(f"init file {init}: its fc8 has {width} outputs, the data set has "
+                         f"{num_classes} classes (and --head=keep forbids a new fc8)")
+    return model, {"init": str(init), "new_head": new_head, "init_classes": width}
+
+
+def under_policy(model: keras.Model, policy: str) -> keras.Model:
+    """`model` computing under `policy`: itself if it already does, else a rebuilt copy.
+
+    A `.keras` file records each layer's dtype policy, so a network saved in float32 loads in
+    float32 whatever the global policy; rebuilding its SimpleNN chain under the current policy
+    gives every layer the policy (fc8 stays float32, as the builders make it) and the weights
+    are copied layer by layer, by name.
+    """
+    layers = [layer for layer in model.layers if layer.weights]
+    if all(layer.dtype_policy.name == policy or layer.name == models.LOGITS_LAYER
+           for layer in layers):
+        return model
+    from fer_distill.models.layers import MeanSubtraction
+
+    normalization = next(layer for layer in model.layers if isinstance(layer, MeanSubtraction))
+    with dtype_policy(policy):
+        copy = simplenn.build_chain(
+            simplenn.chain_of(model), input_shape=model.input_shape[1:], name=model.name,
+            average_image_shape=normalization.image_shape, zero_init=True)
+    for layer in copy.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return copy
+

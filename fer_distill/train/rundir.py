@@ -1,0 +1,128 @@
+"""The run directory: what is in it (docs/DESIGN.md, "Training"), and when it may be reused.
+
+    RUN/config.json        the resolved config plus the data set's facts
+    RUN/environment.json   package version, git commit, TF/Keras/Python versions, devices, seed
+    RUN/logs/              TensorBoard event files
+    RUN/checkpoints/       per-epoch state for resume (fer_distill.train.callbacks)
+    RUN/cache/             the teacher's cached outputs (fer_distill.train.teacher_cache)
+    RUN/model.keras        the final classifier, float32 (fuse: RUN/fusion/)
+    RUN/predictions/       <split>_<view>.npz
+    RUN/metrics.json       written last: its presence means the run finished
+
+Reuse rules: a finished run (metrics.json) is reported, not re-run, unless `overwrite`; an
+unfinished one continues only with `resume` and the same settings; `overwrite` deletes a run
+directory (never a directory that is not one).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from fer_distill.train.config import TrainConfig, load_config
+
+CONFIG = "config.json"
+ENVIRONMENT = "environment.json"
+METRICS = "metrics.json"
+MODEL = "model.keras"
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+CACHE = "cache"
+FUSION = "fusion"
+
+
+def finished_metrics(workdir) -> dict | None:
+    """metrics.json of a finished run in `workdir`, or None."""
+    path = Path(workdir) / METRICS
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_reuse(config: TrainConfig) -> tuple[str, TrainConfig | None]:
+    """Decides what to do with `config.workdir` before anything is loaded or written.
+
+    Returns ("new", None) (absent or empty), ("resume", the recorded config) for an unfinished
+    run to continue, or ("overwrite", None) for a run to delete once the checks have passed.
+    Raises ValueError when the directory holds something that must not be touched, an
+    unfinished run without `resume`/`overwrite`, or a run whose settings differ from `config`
+    (settings `config` leaves unset, such as a derived image size, are taken from the record).
+    """
+    workdir = Path(config.workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"workdir {workdir} exists and is not a directory")
+    if not workdir.exists() or not any(workdir.iterdir()):
+        return "new", None
+    is_run = (workdir / CONFIG).is_file()
+    if config.overwrite:
+        if not is_run:
+            raise ValueError(f"workdir {workdir} is not empty and holds no {CONFIG}: it is not "
+                             "a run directory, so --overwrite refuses to delete it")
+        return "overwrite", None
+    if not is_run:
+        raise ValueError(f"workdir {workdir} is not empty and is not a run directory (no "
+                         f"{CONFIG}); choose another --workdir")
+    if not config.resume:
+        raise ValueError(f"workdir {workdir} holds an unfinished run; pass --resume to continue "
+                         "it or --overwrite to start again")
+    previous = load_config(workdir / CONFIG).resolved()
+    differences = {k: v for k, v in config.differences(previous).items() if v[0] is not None}
+    if differences:
+        listed = "; ".join(f"{k}: {old!r} before, {new!r} now"
+                           for k, (new, old) in sorted(differences.items()))
+        raise ValueError(f"cannot resume {workdir} with other settings ({listed}); resume with "
+                         "the same flags or pass --overwrite")
+    return "resume", previous
+
+
+def clear(workdir) -> None:
+    """Deletes a run directory (check_reuse decided it is one)."""
+    shutil.rmtree(workdir)
+
+
+def git_state(directory) -> dict[str, Any]:
+    """The git commit (and whether the tree has uncommitted changes) of the checkout holding
+    `directory`; None values when it is not in a git checkout or git is missing."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True,
+                              text=True, timeout=20, check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
+def environment(*, seed: int, policy: str, strategy) -> dict[str, Any]:
+    """What environment.json records about this process."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import fer_distill
+
+    return {
+        "package": "fer-distill",
+        "version": fer_distill.__version__,
+        **git_state(Path(fer_distill.__file__).resolve().parent),
+        "python": sys.version.split()[0],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "strategy": type(strategy).__name__,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "dtype_policy": policy,
+        "seed": int(seed),
+        "argv": list(sys.argv),
+        "pid": os.getpid(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }

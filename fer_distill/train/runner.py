@@ -1,0 +1,425 @@
+"""`run(config)`: one stage of the paper into one run directory (fer_distill.train.rundir).
+
+Order of work, and why:
+1. A finished run (metrics.json) is reported and returned, not re-run (unless `overwrite`).
+2. Every check that can fail without training runs first - the workdir may be used, the data
+   set holds images and the stage's classes, every file exists, networks share the
+   architecture, heads match the classes, input sizes agree - so a mistake costs seconds, and
+   an `overwrite` never deletes a run for a command that cannot start.
+3. config.json and environment.json, then the teacher's cached outputs (distillation), then
+   `fit` with a checkpoint after every epoch, resumable from the last one.
+4. model.keras (float32, atomically), predictions on the validation and test splits in the
+   stage's view, and metrics.json LAST.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from fer_distill.atomic import atomic_path, write_json
+from fer_distill.train import callbacks as cb
+from fer_distill.train import networks as nets
+from fer_distill.train import rundir
+from fer_distill.train.config import DISTILLATION_STAGES, FINE_TUNING_STAGES, TrainConfig
+from fer_distill.train.execution import (dtype_policy, is_chief, make_strategy,
+                                         resolve_policy)
+
+EVAL_SPLITS = ("validation", "test")
+# A stream of random numbers of its own for the `max_train_examples` subset.
+SUBSET_STREAM = 0x5AB5E7
+
+
+def run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+    """Runs `config`'s stage into `config.workdir`; returns the content of metrics.json.
+
+    `callbacks` are added after the package's own (tests use one to interrupt a run).
+    Raises FileNotFoundError / ValueError before any training for bad inputs,
+    `fer_distill.train.callbacks.NonFiniteLoss` when the loss becomes NaN.
+    """
+    config = config.resolved()
+    done = rundir.finished_metrics(config.workdir)
+    if done is not None and not config.overwrite:
+        print(f"{config.workdir}: finished run ({rundir.METRICS} exists, test accuracy "
+              f"{done.get('test', {}).get('accuracy')}); not re-run - pass overwrite "
+              "(--overwrite) to run it again")
+        return done
+    decision, previous = rundir.check_reuse(config)
+    if previous is not None:  # resume exactly the recorded run; only run control may change
+        control = {k: getattr(config, k) for k in ("resume", "overwrite", "verbose")}
+        config = dataclasses.replace(previous, **control)
+    prepared = _open_data(config)
+    strategy = make_strategy(config.strategy)
+    policy = resolve_policy(config.mixed_precision)
+    chief = is_chief(strategy)
+    workdir = Path(config.workdir)
+    with dtype_policy(policy):
+        keras.utils.set_random_seed(config.seed)
+        with strategy.scope():
+            loaded = _networks(config, prepared, policy)
+        config = dataclasses.replace(config, image_size=loaded["image_size"])
+        if chief:
+            if decision == "overwrite":
+                rundir.clear(workdir)
+            workdir.mkdir(parents=True, exist_ok=True)
+            write_json(workdir / rundir.CONFIG, {
+                **config.to_dict(), "dataset": prepared.dataset,
+                "class_names": list(prepared.class_names), "dtype_policy": policy,
+                "num_train_examples": len(_training_rows(config, prepared)),
+                "init_info": loaded.get("init_info")})
+            environment = rundir.environment(seed=config.seed, policy=policy, strategy=strategy)
+            _write_environment(workdir, environment, resumed=decision == "resume")
+        if config.stage == "fuse":
+            return _fuse(config, prepared, loaded, workdir, chief)
+        with strategy.scope():
+            student, summary = _fit(config, prepared, loaded, strategy, policy, workdir,
+                                    chief, decision == "resume", callbacks)
+        return _finish(config, prepared, student, summary, workdir, chief)
+
+
+# ------------------------------------------------------------------------------------------
+# checks and loading
+# ------------------------------------------------------------------------------------------
+
+def _open_data(config: TrainConfig):
+    from fer_distill.data.prepared import read_prepared
+
+    prepared = read_prepared(config.data)
+    if prepared.manifest_only:
+        raise ValueError(
+            f"prepared data set {prepared.path} is manifest-only (prepared with "
+            "--manifest_only): it lists images but holds none, so it cannot train a network; "
+            "prepare it again without --manifest_only")
+    for split in ("train", "validation", "test"):
+        if prepared.count(split) == 0:
+            raise ValueError(f"prepared data set {prepared.path}: split {split!r} is empty")
+    prepared.images("train")  # a missing or wrong images.npy fails here, not mid-run
+    return prepared
+
+
+def _training_rows(config: TrainConfig, prepared) -> np.ndarray:
+    """The training rows in use: all, or a seeded random subset of `max_train_examples`."""
+    n = prepared.count("train")
+    if config.max_train_examples is None or config.max_train_examples >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([int(config.seed), SUBSET_STREAM])
+    return np.sort(rng.choice(n, size=int(config.max_train_examples), replace=False))
+
+
+def _networks(config: TrainConfig, prepared, policy: str) -> dict[str, Any]:
+    """Loads and checks every network the stage needs (nothing is trained or written)."""
+    classes = prepared.class_names
+    arch = config.arch
+    out: dict[str, Any] = {}
+    if config.stage == "fuse":
+        kd = nets.load_network(config.kd_student, role="KD student", arch=arch)
+        triplet = nets.load_network(config.triplet_student, role="triplet student", arch=arch)
+        for role, model, path in (("KD student", kd, config.kd_student),
+                                  ("triplet student", triplet, config.triplet_student)):
+            nets.check_classes(model, path, role=role, class_names=classes)
+        size = nets.input_size(kd)
+        nets.check_input_size(triplet, config.triplet_student, role="triplet student",
+                              image_size=size)
+        if config.image_size is not None:
+            nets.check_input_size(kd, config.kd_student, role="KD student",
+                                  image_size=config.image_size)
+        return {"kd": kd, "triplet": triplet, "image_size": size}
+
+    if config.stage in DISTILLATION_STAGES:
+        # The distillation stages start from the student baseline: its head is kept.
+        student = nets.load_network(config.init, role="init (student)", arch=arch)
+        nets.check_classes(student, config.init, role="init (student)", class_names=classes)
+        info = {"init": config.init, "new_head": False}
+        teacher = nets.load_network(config.teacher, role="teacher", arch=arch)
+        nets.check_classes(teacher, config.teacher, role="teacher", class_names=classes)
+        nets.check_input_size(teacher, config.teacher, role="teacher",
+                              image_size=nets.input_size(student))
+        out["teacher"] = nets.under_policy(teacher, policy)
+    else:
+        student, info = nets.initial_network(
+            config.init, arch=arch, num_classes=len(classes), image_size=config.image_size,
+            head=config.head, seed=config.seed)
+        if config.init not in (None, "", nets.SCRATCH):
+            nets.check_classes(student, config.init, role="init", class_names=classes)
+    size = nets.input_size(student)
+    if config.image_size is not None:
+        nets.check_input_size(student, config.init, role="init", image_size=config.image_size)
+    out.update(student=nets.under_policy(student, policy), init_info=info, image_size=size)
+    return out
+
+
+def _write_environment(workdir: Path, environment: dict, *, resumed: bool) -> None:
+    path = workdir / rundir.ENVIRONMENT
+    sessions = []
+    if resumed and path.is_file():
+        import json
+
+        old = json.loads(path.read_text(encoding="utf-8"))
+        sessions = old.pop("earlier_sessions", []) + [old]
+    write_json(path, {**environment, "earlier_sessions": sessions})
+
+
+# ------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------
+
+def _stage_inputs(config: TrainConfig):
+    """(pipeline views, occlusion, function batch -> (x, y)) for the stage's trainer."""
+    stage = config.stage
+    if stage == "teacher":
+        return ("full",), "lower_half_visible", lambda b: (b["full"], b["label"])
+    if stage in ("student", "eyes", "triplet"):
+        return ("occluded",), config.view, lambda b: (b["occluded"], b["label"])
+    if config.teacher_mode == "live":  # kd: the same image, both views
+        return (("full", "occluded"), config.view,
+                lambda b: ({"image": b["occluded"], "full": b["full"], "index": b["index"]},
+                           b["label"]))
+    return (("occluded",), config.view,
+            lambda b: ({"image": b["occluded"], "index": b["index"]}, b["label"]))
+
+
+def _fit(config, prepared, loaded, strategy, policy, workdir, chief, resumed, extra_callbacks):
+    from fer_distill.data.pipeline import make_dataset, steps_per_epoch
+
+    student = loaded["student"]
+    size = loaded["image_size"]
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible "
+                         f"by the {replicas} replicas of strategy {config.strategy!r}")
+    rows = _training_rows(config, prepared)
+    full_steps = steps_per_epoch(len(rows), config.batch_size)
+    steps = config.steps_per_epoch or full_steps
+    views, occlusion, to_xy = _stage_inputs(config)
+    describe = f"{config.stage} {config.arch} ({workdir})"
+
+    optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate,
+                                     momentum=config.momentum, name="sgd")
+    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    extra: list[keras.callbacks.Callback] = []
+    if config.stage in FINE_TUNING_STAGES:
+        trainer = student
+        trainer.compile(optimizer=optimizer,
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=[accuracy], jit_compile=config.jit_compile)
+    elif config.stage == "kd":
+        trainer = _kd_trainer(config, prepared, loaded, rows, size, policy, workdir, chief)
+        trainer.compile(optimizer=optimizer, metrics=[accuracy],
+                        jit_compile=config.jit_compile)
+    else:
+        trainer, pools = _triplet_trainer(config, prepared, loaded, rows, size, policy,
+                                          workdir, chief)
+        trainer.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+        extra.append(pools)
+
+    plateau = cb.PlateauSchedule(patience=config.lr_patience, factor=config.lr_factor,
+                                 min_lr=config.min_learning_rate,
+                                 verbose=1 if config.verbose else 0)
+    initial_epoch, history, seconds = 0, [], 0.0
+    found = cb.checkpoints(workdir / rundir.CHECKPOINTS) if resumed else []
+    if found:
+        state = cb.restore(found[-1], weights_model=student, optimizer=trainer.optimizer,
+                           trainable_variables=trainer.trainable_variables,
+                           stateful={"plateau": plateau})
+        initial_epoch, history, seconds = (state["epoch"], state["history"],
+                                           state["train_seconds"])
+        if config.verbose:
+            print(f"Resuming {workdir} after epoch {initial_epoch} ({found[-1].name})")
+    checkpoint = cb.EpochCheckpoint(workdir / rundir.CHECKPOINTS, weights_model=student,
+                                    optimizer=trainer.optimizer, stateful={"plateau": plateau},
+                                    keep=config.keep_checkpoints, history=history,
+                                    train_seconds=seconds, enabled=chief)
+    callbacks = [*extra, cb.NaNStop(describe), plateau]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(workdir / rundir.LOGS),
+                                                     write_graph=False, update_freq="epoch"))
+    callbacks += [checkpoint, *extra_callbacks]
+
+    # Keras epoch k reads batches [k*steps, (k+1)*steps) of the endless stream; where that
+    # starts is a pure function of k, so a resumed run reads what an uninterrupted one would.
+    position = initial_epoch * steps
+    train = make_dataset(prepared, "train", image_size=size, batch_size=config.batch_size,
+                         training=True, views=views, occlusion=occlusion, seed=config.seed,
+                         first_epoch=position // full_steps,
+                         indices=None if len(rows) == prepared.count("train") else rows)
+    if position % full_steps:
+        train = train.skip(position % full_steps)
+    validation = make_dataset(prepared, "validation", image_size=size,
+                              batch_size=config.eval_batch_size, training=False, views=views,
+                              occlusion=occlusion)
+    if config.epochs > initial_epoch:
+        trainer.fit(train.map(to_xy), validation_data=validation.map(to_xy),
+                    epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                    callbacks=callbacks, verbose=config.verbose, shuffle=False)
+    summary = {
+        "epochs_run": len(checkpoint.history),
+        "train_seconds": checkpoint.train_seconds,
+        "final_learning_rate": float(np.asarray(trainer.optimizer.learning_rate)),
+        "steps_per_epoch": steps,
+        "num_train_examples": len(rows),
+        "history": checkpoint.history,
+    }
+    return student, summary
+
+
+def _kd_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
+    from fer_distill.distill.kd_model import KDModel
+    from fer_distill.train.teacher_cache import teacher_outputs
+
+    teacher = loaded["teacher"]
+    if config.teacher_mode == "live":
+        return KDModel(loaded["student"], teacher, lam=config.kd_lambda,
+                       temperature=config.temperature,
+                       temperature_squared=config.temperature_squared)
+    tables = {}
+    for split, split_rows in (("train", rows),
+                              ("validation", np.arange(prepared.count("validation")))):
+        outputs = teacher_outputs(teacher, prepared, split, split_rows, image_size=size,
+                                  batch_size=config.eval_batch_size,
+                                  cache_dir=workdir / rundir.CACHE, teacher_path=config.teacher,
+                                  policy=policy, embeddings=False, verbose=config.verbose,
+                                  write=chief)
+        tables[split] = outputs.logits_table(prepared.count(split))
+    return KDModel(loaded["student"], None, lam=config.kd_lambda,
+                   temperature=config.temperature,
+                   temperature_squared=config.temperature_squared,
+                   train_logits=tables["train"], eval_logits=tables["validation"])
+
+
+def _triplet_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
+    from fer_distill.distill.triplet_model import MiningPools, TripletModel, embed
+    from fer_distill.models import embedding_model
+    from fer_distill.train.teacher_cache import teacher_outputs
+
+    teacher = loaded["teacher"]
+    trainer = TripletModel(loaded["student"], source_shape=prepared.image_shape,
+                           image_size=size, occlusion=config.view, lam=config.triplet_lambda,
+                           margin=config.margin, reduction=config.triplet_reduction,
+                           chunk_size=config.mining_chunk_size)
+    if config.teacher_mode == "live":
+        teacher_embedder = embedding_model(teacher)
+
+        def positives(subset):
+            return embed(teacher_embedder, prepared, "train", subset, image_size=size,
+                         view="full", batch_size=config.eval_batch_size)
+    else:
+        cache = teacher_outputs(teacher, prepared, "train", rows, image_size=size,
+                                batch_size=config.eval_batch_size,
+                                cache_dir=workdir / rundir.CACHE, teacher_path=config.teacher,
+                                policy=policy, embeddings=True, verbose=config.verbose,
+                                write=chief)
+        positives = cache.embeddings_of
+    pools = MiningPools(trainer, prepared, rows=rows, positive_embeddings=positives,
+                        seed=config.seed, fraction=config.mining_fraction,
+                        batch_size=config.eval_batch_size)
+    return trainer, pools
+
+
+# ------------------------------------------------------------------------------------------
+# results
+# ------------------------------------------------------------------------------------------
+
+def _finish(config, prepared, student, summary, workdir, chief) -> dict:
+    from fer_distill.evaluation import metrics as metrics_lib
+    from fer_distill.evaluation.predictions import (predict_split, predictions_path,
+                                                    save_predictions)
+
+    final = nets.under_policy(student, "float32")
+    if chief:
+        with atomic_path(workdir / rundir.MODEL) as tmp:
+            final.save(tmp)
+    results, paths = {}, {}
+    for split in EVAL_SPLITS:
+        predictions = predict_split(final, prepared, split, config.view,
+                                    batch_size=config.eval_batch_size,
+                                    verbose=1 if config.verbose else 0)
+        path = predictions_path(workdir, split, config.view)
+        if chief:
+            save_predictions(path, predictions)
+        results[split] = metrics_lib.summary(predictions["label"], predictions["pred"],
+                                             prepared.class_names)
+        paths[split] = str(path.relative_to(workdir))
+    metrics = {"stage": config.stage, "arch": config.arch, "dataset": prepared.dataset,
+               "view": config.view, "test": results["test"], "validation": results["validation"],
+               **summary, "model": rundir.MODEL, "predictions": paths}
+    if chief:
+        write_json(workdir / rundir.METRICS, metrics)  # last: the run is finished
+    _report(config, metrics)
+    return metrics
+
+
+def _fuse(config, prepared, loaded, workdir, chief) -> dict:
+    from fer_distill.distill.fusion import FusionSVM
+    from fer_distill.distill.triplet_model import embed
+    from fer_distill.evaluation import metrics as metrics_lib
+    from fer_distill.evaluation.predictions import (predictions_path, save_predictions,
+                                                    softmax)
+    from fer_distill.models import embedding_model
+
+    size = loaded["image_size"]
+    embedders = {name: embedding_model(loaded[name]) for name in ("kd", "triplet")}
+
+    def features(split, rows):
+        return [embed(embedders[name], prepared, split, rows, image_size=size, view=config.view,
+                      batch_size=config.eval_batch_size, verbose=1 if config.verbose else 0)
+                for name in ("kd", "triplet")]
+
+    rows = _training_rows(config, prepared)
+    started = time.monotonic()
+    e_kd, e_triplet = features("train", rows)
+    svm = FusionSVM(C=config.svm_c, standardize=config.svm_standardize)
+    svm.fit(e_kd, e_triplet, np.asarray(prepared.labels("train"))[rows])
+    seconds = time.monotonic() - started
+    if chief:
+        svm.save(workdir / rundir.FUSION)
+    num_classes = len(prepared.class_names)
+    results, paths = {}, {}
+    for split in EVAL_SPLITS:
+        split_rows = np.arange(prepared.count(split), dtype=np.int64)
+        scores = _class_scores(svm, *features(split, split_rows), num_classes)
+        predictions = {"index": split_rows,
+                       "label": np.asarray(prepared.labels(split), dtype=np.int32),
+                       "pred": np.argmax(scores, axis=1).astype(np.int32),
+                       "probs": softmax(scores), "scores": scores.astype(np.float32)}
+        path = predictions_path(workdir, split, config.view)
+        if chief:
+            save_predictions(path, predictions)
+        results[split] = metrics_lib.summary(predictions["label"], predictions["pred"],
+                                             prepared.class_names)
+        paths[split] = str(path.relative_to(workdir))
+    metrics = {"stage": "fuse", "arch": config.arch, "dataset": prepared.dataset,
+               "view": config.view, "test": results["test"], "validation": results["validation"],
+               "epochs_run": 0, "train_seconds": seconds, "num_train_examples": len(rows),
+               "svm": {"C": svm.C, "standardize": svm.standardize, "converged": svm.converged_,
+                       "n_iter": svm.n_iter_},
+               "fusion": rundir.FUSION, "kd_student": config.kd_student,
+               "triplet_student": config.triplet_student, "predictions": paths}
+    if chief:
+        write_json(workdir / rundir.METRICS, metrics)
+    _report(config, metrics)
+    return metrics
+
+
+def _class_scores(svm, e_kd, e_triplet, num_classes: int) -> np.ndarray:
+    """The SVM's decision values laid out over all `num_classes` classes (float64).
+
+    A class the SVM never saw in training gets the lowest float32 value: never the argmax,
+    probability 0 after the softmax. Two-class SVMs give scores (-s, s) as scikit-learn ranks.
+    """
+    decision = svm.decision_function(e_kd, e_triplet)
+    if decision.ndim == 1:
+        decision = np.stack([-decision, decision], axis=1)
+    scores = np.full((decision.shape[0], num_classes), np.finfo(np.float32).min, np.float64)
+    scores[:, svm.classes_.astype(int)] = decision
+    return scores
+
+
+def _report(config: TrainConfig, metrics: dict) -> None:
+    if config.verbose:
+        print(f"{config.stage} {config.arch} on {metrics['dataset']}: test accuracy "
+              f"{100 * metrics['test']['accuracy']:.2f}% ({config.view}), validation "
+              f"{100 * metrics['validation']['accuracy']:.2f}%; results in {config.workdir}")

@@ -1,0 +1,136 @@
+"""The frozen teacher's outputs on the full view, computed once per data set and cached.
+
+The teacher never changes during distillation and its input (the full view, resized, without
+augmentation) is deterministic, so its logits A_T (KD) and relu7 embeddings E_T (triplet
+positives) of every image are the same in every epoch. They are computed in one pass and kept
+in the run directory, keyed by the pipeline's `"index"` (the row in the split):
+
+    RUN/cache/teacher-<split>/index.npy       int64 (M,) rows, ascending
+    RUN/cache/teacher-<split>/logits.npy      float32 (M, K)
+    RUN/cache/teacher-<split>/embedding.npy   float32 (M, D)  (when embeddings were asked for;
+                                                             memory-mapped when read back)
+    RUN/cache/teacher-<split>/meta.json       what it was computed from
+
+A resumed run reuses the cache when `meta.json` matches (the teacher file's SHA-256, the data
+set, the rows, the input size and the dtype policy); anything else recomputes it. Each cache
+directory is written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fer_distill.atomic import atomic_path, write_json
+
+FORMAT = "fer_distill.teacher_cache/1"
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rows_sha256(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
+
+
+class TeacherOutputs:
+    """Cached teacher outputs for some rows of one split; look them up by row."""
+
+    def __init__(self, index: np.ndarray, logits: np.ndarray, embedding: np.ndarray | None):
+        self.index = np.asarray(index, dtype=np.int64)
+        self.logits = logits
+        self.embedding = embedding
+
+    def positions(self, rows) -> np.ndarray:
+        """Positions in the cache of split rows `rows` (all must be cached)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        where = np.searchsorted(self.index, rows)
+        bad = (where >= len(self.index)) | (self.index[np.minimum(where, len(self.index) - 1)]
+                                             != rows)
+        if np.any(bad):
+            raise KeyError(f"rows {rows[bad][:5].tolist()} are not in the teacher cache")
+        return where
+
+    def logits_table(self, num_rows: int) -> np.ndarray:
+        """(num_rows, K) float32 with the cached rows' logits at their row (zeros elsewhere), the
+        table a KD step gathers from by `"index"`."""
+        table = np.zeros((int(num_rows), self.logits.shape[1]), np.float32)
+        table[self.index] = self.logits
+        return table
+
+    def embeddings_of(self, rows) -> np.ndarray:
+        if self.embedding is None:
+            raise ValueError("the teacher cache holds no embeddings")
+        return np.asarray(self.embedding[self.positions(rows)], dtype=np.float32)
+
+
+def teacher_outputs(teacher, prepared, split: str, rows, *, image_size: int, batch_size: int,
+                    cache_dir, teacher_path, policy: str, embeddings: bool,
+                    verbose: int = 1, write: bool = True) -> TeacherOutputs:
+    """The teacher's full-view logits (and embeddings) for `rows` of `split`, from the cache in
+    `cache_dir` when it matches, else computed (with a progress bar) and cached.
+
+    `write=False` (non-chief workers) computes without writing.
+    """
+    from fer_distill.data.pipeline import make_dataset
+    from fer_distill.models import embedding_model
+
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    directory = Path(cache_dir) / f"teacher-{split}"
+    meta = {
+        "format": FORMAT,
+        "teacher": str(teacher_path),
+        "teacher_sha256": file_sha256(teacher_path),
+        "data": str(prepared.path),
+        "split": split,
+        "split_count": prepared.count(split),
+        "rows": len(rows),
+        "rows_sha256": rows_sha256(rows),
+        "image_size": int(image_size),
+        "view": "full",
+        "dtype_policy": policy,
+        "embeddings": bool(embeddings),
+    }
+    cached = _read(directory, meta)
+    if cached is not None:
+        return cached
+    if verbose:
+        print(f"Computing the teacher's full-view outputs on {len(rows)} {split} images "
+              f"(once; cached in {directory})")
+    dataset = make_dataset(prepared, split, image_size=image_size, batch_size=batch_size,
+                           training=False, views=("full",), indices=rows)
+    out = embedding_model(teacher).predict(dataset.map(lambda b: b["full"]),
+                                           verbose=1 if verbose else 0)
+    logits = np.asarray(out["logits"], dtype=np.float32)
+    embedding = np.asarray(out["embedding"], dtype=np.float32) if embeddings else None
+    if write:
+        with atomic_path(directory, directory=True) as tmp:
+            np.save(tmp / "index.npy", rows)
+            np.save(tmp / "logits.npy", logits)
+            if embedding is not None:
+                np.save(tmp / "embedding.npy", embedding)
+            write_json(tmp / "meta.json", meta)
+    return TeacherOutputs(rows, logits, embedding)
+
+
+def _read(directory: Path, meta: dict) -> TeacherOutputs | None:
+    try:
+        found = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    wanted = dict(meta)
+    if found.get("embeddings") and not wanted["embeddings"]:
+        wanted["embeddings"] = True  # a cache with embeddings serves a logits-only request
+    if found != wanted:
+        return None
+    embedding = (np.load(directory / "embedding.npy", mmap_mode="r")
+                 if found["embeddings"] else None)
+    return TeacherOutputs(np.load(directory / "index.npy"), np.load(directory / "logits.npy"),
+                          embedding)
