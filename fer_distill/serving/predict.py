@@ -28,6 +28,10 @@ input already is a face crop), classifies them in batches and writes one CSV row
 
 The CSV is written atomically; with `annotate_dir`, each image or sampled frame is also written
 there as a JPEG with the boxes and labels drawn on it.
+
+Files are decoded by OpenCV, which turns a JPEG upright by its EXIF orientation tag; the
+SavedModel's `serving_default` (TensorFlow's decoder) ignores that tag, so a TF Serving client
+sending a phone photo's bytes as they are gets a rotated face: clients should send upright crops.
 """
 from __future__ import annotations
 
