@@ -36,6 +36,7 @@ import numpy as np
 import scipy.io
 
 from fer_distill.atomic import atomic_path
+from fer_distill.data.classes import CLASS_NAMES
 from fer_distill.models import layers as mcn
 from fer_distill.models import simplenn as nn
 from fer_distill.models.mini import MIN_INPUT_SIZE as MINI_MIN_INPUT_SIZE
@@ -162,8 +163,8 @@ class MatConvNetNetwork:
     """What a SimpleNN file says, interpreted: the layer chain, its weights and its meta data.
 
     `layers` are `simplenn` layer dicts (Keras-safe names); `weights[name]` the arrays of the
-    layer in Keras order; `dropped` the trailing softmax/loss layers; `renamed` maps file
-    names that Keras cannot use to the names used.
+    layer in Keras order; `dropped` the trailing softmax/loss layers; `renamed` lists
+    (file name, Keras name) for names Keras cannot use or that repeat.
     """
     path: Path
     layout: str
@@ -706,7 +707,6 @@ def matconvnet_variables(model: keras.Model, layout: str = "beta17", *,
 
 
 def _default_class_names(num_classes: int) -> list[str]:
-    from fer_distill.data.classes import CLASS_NAMES
     if num_classes == len(CLASS_NAMES):
         return list(CLASS_NAMES)
     return [f"class{i + 1}" for i in range(num_classes)]
