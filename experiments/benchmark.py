@@ -1,0 +1,74 @@
+"""Measure the package against the machine it runs on; write BENCHMARKS.md and benchmarks.json.
+
+Usage:
+
+  python -m experiments.benchmark                      # the full run (about 30-40 min on 2 cores)
+  python -m experiments.benchmark --quick --output_dir=/tmp/bench   # seconds-long, for tests
+  python -m experiments.benchmark --train_archs=vgg_f,vgg_face     # add VGG-face training steps
+  python -m experiments.benchmark --parts=matmul,mining --output_dir=/tmp/bench  # some parts
+
+Measures, in one run, each part in a fresh process (fer_distill/benchmark.py says what and
+how): the float32 matmul rate (the yardstick, at the start and the end), inference of VGG-f and
+VGG-face through Keras, the SavedModel and the TFLite exports (latency, throughput, agreement
+with float32 on the demo test set), training steps (plain, KD cached/live, triplet), triplet
+mining at FER+ and AffectNet scale against the per-anchor loop, the input pipeline, and the
+peak memory of each part. Reads nothing (the demo set and synthetic data are made in a
+temporary directory). Writes `--output_dir`/BENCHMARKS.md and `--output_dir`/benchmarks.json
+atomically; run it when the machine is otherwise idle (`uptime`), since timings are shared
+with whatever else runs.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+# allow_override: the test suite imports every binary into one process.
+_ANY = {"allow_override": True}
+flags.DEFINE_bool("quick", False, "Tiny sizes on the mini network (tests): every code path, "
+                  "no meaningful figures.", **_ANY)
+flags.DEFINE_string("output_dir", ".", "Where BENCHMARKS.md and benchmarks.json go.", **_ANY)
+flags.DEFINE_list("parts", [], "Parts to run (default: all): baseline, matmul, "
+                  "inference:<arch>, training:<arch>, mining, pipeline.", **_ANY)
+flags.DEFINE_list("inference_archs", [], "Architectures for inference (default: vgg_f, "
+                  "vgg_face; mini with --quick).", **_ANY)
+flags.DEFINE_list("train_archs", [], "Architectures for training steps (default: vgg_f; "
+                  "mini with --quick).", **_ANY)
+flags.DEFINE_multi_string("note", [], "A note to print under the tables (repeatable).",
+                          **_ANY)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from fer_distill import benchmark
+
+    overrides = {}
+    if FLAGS.inference_archs:
+        overrides["inference_archs"] = tuple(FLAGS.inference_archs)
+    if FLAGS.train_archs:
+        overrides["train_archs"] = tuple(FLAGS.train_archs)
+    settings = benchmark.settings(FLAGS.quick, **overrides)
+    for arch in settings.inference_archs:
+        if arch not in settings.inference_paths:
+            raise app.UsageError(f"--inference_archs: no inference paths for {arch!r} "
+                                 f"(known: {sorted(settings.inference_paths)})")
+    for arch in settings.train_archs:
+        if arch not in settings.train_batch:
+            raise app.UsageError(f"--train_archs: no batch size for {arch!r} "
+                                 f"(known: {sorted(settings.train_batch)})")
+    command = "python -m experiments.benchmark " + " ".join(sys.argv[1:])
+    report = benchmark.run_benchmark(settings, FLAGS.output_dir, command=command.strip(),
+                                     parts=FLAGS.parts or None, notes=FLAGS.note)
+    for target in report["summary"]["targets"]:
+        met = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        measured = target["measured"]
+        print(f"{met:>12}  {target['target']}: "
+              f"{'-' if measured is None else format(measured, '.3g')}")
+    print(f"wrote {FLAGS.output_dir}/{benchmark.MARKDOWN_FILE} and "
+          f"{FLAGS.output_dir}/{benchmark.JSON_FILE}")
+
+
+if __name__ == "__main__":
+    app.run(main)

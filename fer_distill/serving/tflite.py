@@ -1,0 +1,237 @@
+"""A LiteRT (TFLite) export run by XNNPACK: the fast path for one face at a time on a CPU.
+
+Why it exists. A VR headset classifies one face per frame, so what matters is batch-1 latency,
+and at batch 1 VGG-f is bound by memory traffic, not arithmetic: every call reads all its
+weights (56.8 M parameters, 227 MB in float32; fc6 alone is 151 MB) to multiply them with one
+image. TensorFlow's graph executor adds per-op overhead on top. The TFLite interpreter with its
+default XNNPACK delegate removes the overhead, and post-training "dynamic range" quantisation
+stores the weights as int8 (4x less to read) while activations stay floating point (XNNPACK
+quantises them on the fly, per call). `BENCHMARKS.md` measures every variant against the plain
+Keras model and reports its agreement with the float32 model.
+
+`export_tflite(servable, "DIR")` writes, atomically, a directory:
+
+    DIR/model.tflite     the `predict_images` graph of `fer_distill.serving.export`: uint8
+                         (N, H, W, 3) RGB crops of any one size -> bilinear resize to the input
+                         size, the network's view, the network(s), softmax; outputs
+                         `probabilities`, `class_id`, `embedding`, and `logits` (classifier) or
+                         `decision` (fused SVM), exactly as the SavedModel's signature
+                         (`class_name` is added in Python from the metadata: string tensors
+                         are not worth carrying into TFLite).
+    DIR/metadata.json    the SavedModel export's metadata plus `quantization` and how the
+                         file agreed with the float32 graph on a probe batch.
+
+Quantisation choices (`QUANTIZATIONS`):
+- "none": float32 weights; XNNPACK computes what TensorFlow computes up to float rounding
+  (export checks probabilities within 1e-5 of the in-memory graph, or refuses to write).
+- "dynamic_range" (default): int8 weights, per-channel scales; activations quantised per call.
+  Changes numerics a little: the benchmark reports top-1 agreement and the largest probability
+  difference against float32 on the demo test set.
+- "float16": float16 weights, dequantised to float32 when the interpreter loads them (half the
+  file, float32 speed).
+
+`load_predictor(DIR)` returns a `fer_distill.serving.predict.Predictor`, so `predict_files`
+writes the same CSV from a TFLite file as from a SavedModel.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from fer_distill.atomic import atomic_path, write_json
+from fer_distill.serving import preprocess
+
+log = logging.getLogger(__name__)
+
+FORMAT = "fer_distill.tflite/1"
+MODEL_FILE = "model.tflite"
+METADATA_FILE = "metadata.json"
+SIGNATURE = "predict_images"
+QUANTIZATIONS = ("none", "dynamic_range", "float16")
+# Probabilities of the float32 file may differ from TensorFlow's only by summation order.
+FLOAT32_TOLERANCE = 1e-5
+
+
+def _predict_images_graph(module):
+    """`module.predict_images` as TFLite can take it: float resize, no empty-batch cond, no
+    string output."""
+
+    def predict_images(images):
+        # why the cast first: TFLite's RESIZE_BILINEAR takes float input only; converting
+        # uint8 to float32 is exact, so the resize gives what `preprocess.resize` gives.
+        pixels = tf.cast(images, tf.float32)
+        sizes = dict.fromkeys(module.input_sizes)
+        # why `_compute` and not `_forward`: the latter wraps the graph in a tf.cond for
+        # empty requests, which TFLite would have to carry; TFLiteModel rejects an empty
+        # batch in Python instead.
+        outputs = dict(module._compute({size: preprocess.resize(pixels, size)
+                                        for size in sizes}))
+        outputs.pop("class_name")
+        return outputs
+
+    return predict_images
+
+
+def convert(servable, *, quantization: str = "dynamic_range") -> bytes:
+    """The TFLite flatbuffer of `servable`'s `predict_images` graph (see the module docstring).
+
+    The graph is written as a SavedModel by Keras' `ExportArchive`, which records the
+    networks' weights so that the converter freezes them into constants (from a plain
+    `tf.saved_model.save` of the module it keeps them as variables nothing initialises, and
+    the file computes NaN).
+    """
+    import keras
+
+    from fer_distill.serving.export import ServingModule
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    module = ServingModule(servable)
+    archive = keras.export.ExportArchive()
+    for network in module.networks:
+        archive.track(network)
+    if getattr(module, "fusion_svm", None) is not None:
+        archive.track(module.fusion_svm)
+    archive.add_endpoint(SIGNATURE, _predict_images_graph(module), input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    with tempfile.TemporaryDirectory(prefix="fer_distill_tflite_") as scratch:
+        archive.write_out(scratch, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(scratch, signature_keys=[SIGNATURE])
+        if quantization == "dynamic_range":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantization == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        return converter.convert()
+
+
+class TFLiteModel:
+    """Runs a converted `predict_images` flatbuffer with the XNNPACK delegate.
+
+    `num_threads` defaults to the machine's CPU count. The interpreter is resized when a batch
+    of another shape arrives (XNNPACK re-plans once per new shape). Not thread-safe: one
+    interpreter per thread.
+    """
+
+    def __init__(self, content: bytes, *, num_threads: int | None = None, source: str = ""):
+        with warnings.catch_warnings():
+            # why: TF 2.21 warns that tf.lite.Interpreter moves to the ai_edge_litert package;
+            # it is still the interpreter TensorFlow ships, with XNNPACK applied by default.
+            warnings.simplefilter("ignore")
+            self._interpreter = tf.lite.Interpreter(
+                model_content=content, num_threads=num_threads or os.cpu_count())
+        signatures = self._interpreter.get_signature_list()
+        if SIGNATURE not in signatures:
+            raise ValueError(f"{source or 'TFLite model'}: no {SIGNATURE!r} signature (found "
+                             f"{sorted(signatures)}); not written by fer_distill.serving.tflite")
+        self._runner = self._interpreter.get_signature_runner(SIGNATURE)
+        self.output_names = tuple(signatures[SIGNATURE]["outputs"])
+
+    def __call__(self, images) -> dict[str, np.ndarray]:
+        """uint8 (N, H, W, 3) RGB crops → {output name: NumPy array}."""
+        images = np.ascontiguousarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or (
+                0 in images.shape):
+            raise ValueError(f"TFLiteModel: expected non-empty uint8 (N, H, W, 3) RGB images, got "
+                             f"{images.dtype} {images.shape}")
+        return {name: np.asarray(value) for name, value in self._runner(images=images).items()}
+
+
+def _agreement(got: dict, want: dict) -> dict:
+    probabilities = np.asarray(want["probabilities"])
+    return {
+        "top1_agreement": float(np.mean(np.asarray(got["class_id"])
+                                        == np.asarray(want["class_id"]))),
+        "max_probability_difference": float(np.max(np.abs(
+            np.asarray(got["probabilities"]) - probabilities))),
+        "images": int(len(probabilities)),
+    }
+
+
+def export_tflite(servable, output: str | os.PathLike, *,
+                  quantization: str = "dynamic_range") -> Path:
+    """Writes `servable` as DIR/model.tflite + DIR/metadata.json (atomically); returns DIR.
+
+    Before the directory is moved into place the file is run on a probe batch and compared
+    with the in-memory float32 graph: a "none" (float32) file must agree within
+    `FLOAT32_TOLERANCE` or nothing is written; for the quantised variants the agreement is
+    recorded in metadata.json (`probe_agreement`).
+    """
+    from fer_distill.serving.export import ServingModule, _probe_images, describe
+
+    output = Path(output)
+    if output.exists() and not (output / MODEL_FILE).is_file() and (
+            not output.is_dir() or any(output.iterdir())):
+        raise ValueError(f"TFLite output {output} exists and is not a TFLite export; refusing "
+                         "to replace it")
+    content = convert(servable, quantization=quantization)
+    module = ServingModule(servable)
+    images, _ = _probe_images(module.input_sizes)
+    want = {k: v.numpy() for k, v in module.predict_images(tf.constant(images)).items()}
+    got = TFLiteModel(content)(images)
+    agreement = _agreement(got, want)
+    # why `not <=`: a NaN difference must fail too
+    if quantization == "none" and not agreement["max_probability_difference"] <= FLOAT32_TOLERANCE:
+        raise RuntimeError(
+            f"TFLite export {output}: the float32 file's probabilities differ from the "
+            f"TensorFlow graph's by {agreement['max_probability_difference']:.3g} (> "
+            f"{FLOAT32_TOLERANCE}) on the probe batch; not written")
+    metadata = {**describe(servable), "format": FORMAT, "quantization": quantization,
+                "signatures": {SIGNATURE: "images: uint8 (N, H, W, 3) RGB crops"},
+                "probe_agreement": agreement}
+    with atomic_path(output, directory=True) as tmp:
+        (tmp / MODEL_FILE).write_bytes(content)
+        write_json(tmp / METADATA_FILE, metadata)
+    log.info("exported %s TFLite model (%s, %.1f MB) to %s", servable.kind, quantization,
+             len(content) / 1e6, output)
+    return output
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    file = Path(path) / METADATA_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no {METADATA_FILE}; not a TFLite export written by "
+                                "fer_distill.serving.tflite")
+    metadata = json.loads(file.read_text(encoding="utf-8"))
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{file}: format {metadata.get('format')!r}, expected {FORMAT!r}")
+    return metadata
+
+
+def load_predictor(path: str | os.PathLike, *, num_threads: int | None = None):
+    """A `Predictor` (fer_distill.serving.predict) running the TFLite export at `path`."""
+    from fer_distill.serving.predict import Predictor
+
+    path = Path(path)
+    metadata = read_metadata(path)
+    model_file = path / MODEL_FILE
+    if not model_file.is_file():
+        raise FileNotFoundError(f"{path}: no {MODEL_FILE}")
+    model = TFLiteModel(model_file.read_bytes(), num_threads=num_threads,
+                        source=str(model_file))
+    names = np.asarray(metadata["class_names"], dtype=object)
+
+    def predict_images(images):
+        out = model(np.asarray(images))
+        out["class_name"] = names[np.asarray(out["class_id"], dtype=np.int64)].astype(bytes)
+        return {key: tf.constant(value) for key, value in out.items()}
+
+    def serve_encoded(image_bytes):
+        # why one call per crop: the file's graph takes one size per batch; crops of mixed
+        # sizes (a detector's boxes) are decoded and run one by one, as the SavedModel's
+        # serving_default resizes each on its own.
+        parts = []
+        for encoded in np.asarray(image_bytes).reshape(-1):
+            image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+            parts.append({k: v.numpy() for k, v in predict_images(image[None]).items()})
+        return {key: tf.constant(np.concatenate([p[key] for p in parts]))
+                for key in parts[0]}
+
+    return Predictor(predict_images, serve_encoded, metadata, owner=model)
