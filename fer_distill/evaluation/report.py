@@ -40,7 +40,6 @@ import json
 import math
 import os
 import re
-import shlex
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -597,8 +596,8 @@ def _code(text: str | None) -> str:
     return f"`{text}`" if text else "-"
 
 
-CSV_COLUMNS = ("table", "row_key", "paper_row_key", "label", "view", "view_symbol", "dataset", "arch", "stage",
-               "paper_dataset", "paper_accuracy", "paper_dagger", "status", "accuracy",
+CSV_COLUMNS = ("table", "row_key", "paper_row_key", "label", "view", "view_symbol", "dataset",
+               "arch", "stage", "paper_dataset", "paper_accuracy", "paper_dagger", "status", "accuracy",
                "difference", "dagger", "mcnemar_b", "mcnemar_c", "mcnemar_statistic",
                "mcnemar_pvalue", "mcnemar_method", "count", "run_dir", "flagfile",
                "run_flagfile", "predictions", "source", "note")
@@ -657,8 +656,3 @@ def make_report(config: ReportConfig) -> tuple[dict[str, Any], str]:
     if config.output:
         write_report(report, config.output)
     return report, render_markdown(report)
-
-
-def command_line(argv: Iterable[str]) -> str:
-    """A command line as one shell-quoted string (for provenance records)."""
-    return " ".join(shlex.quote(a) for a in argv)

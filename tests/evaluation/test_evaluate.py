@@ -14,7 +14,7 @@ import tensorflow as tf
 import fer_distill  # noqa: F401  (registers the custom layers)
 from fer_distill.data import demo
 from fer_distill.data.classes import CLASS_NAMES
-from fer_distill.data.occlusion import VIEWS, occlude
+from fer_distill.data.occlusion import VIEWS
 from fer_distill.data.prepared import read_prepared
 from fer_distill.distill.fusion import FusionSVM
 from fer_distill.evaluation import evaluate as ev

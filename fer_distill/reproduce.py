@@ -1,0 +1,626 @@
+"""Table I in one call: prepare, teacher, student, eyes, kd, triplet, fuse, evaluate, report.
+
+`reproduce(ReproduceConfig(...))` runs every stage of the paper for one data set and one
+architecture, in order, into one work directory, and returns the report (printing it):
+
+    WORKDIR/data/prepared/<dataset>/             the prepared data set (unless `data` is given)
+    WORKDIR/runs/<dataset>/<arch>/<stage>/       one run directory per training stage
+                                                 (fer_distill.train, docs/DESIGN.md "Training";
+                                                 the layout of experiments/configs/*.flags, so
+                                                 those flagfiles work from inside WORKDIR)
+    WORKDIR/flags/<dataset>_<arch>_<stage>.flags the `experiments.train` flagfile of each run, and
+    WORKDIR/flags/<dataset>_<arch>_teacher_on_<lower|upper>.flags  the `experiments.evaluate`
+                                                 flagfiles of the teacher tested on ◐ and ◑, so
+                                                 any one row can be re-run by hand
+    WORKDIR/provenance.json                      which flagfile produced which run (the report's
+                                                 "flagfile" column)
+    WORKDIR/report/table_i.{md,csv,json}         the report (fer_distill.evaluation.report)
+    WORKDIR/reproduce.json                       the settings and what each stage did, how long
+
+Re-running is safe and cheap: a stage whose run directory holds `metrics.json` is skipped
+(after checking that it was run with the same settings: a finished run with other settings
+stops the reproduction instead of being reported as if it were this one), an interrupted one
+is resumed from its last per-epoch checkpoint (the trainer's `resume`), and an evaluation
+already written after its run finished is not repeated.
+
+Stage by stage (NOTES §1): the teacher fine-tunes the pretrained network on full faces, the
+student baseline [1] on lower halves, the eyes baseline [2] on upper halves; kd and triplet
+start from the student baseline with the teacher frozen; fuse fits the SVM on both distilled
+students' embeddings; evaluate tests every finished run on its own view and the teacher on all
+three; report writes Table I. Hyper-parameters are the paper's (`fer_distill.train.
+paper_defaults`) unless a `Preset` or per-stage overrides say otherwise.
+
+The MatConvNet path (`from_matconvnet_teacher` and `from_matconvnet_student`) runs only the
+stage the paper ran in TensorFlow: the user's MatConvNet-trained teacher and student become the
+teacher and student runs by conversion alone (the trainer with 0 epochs: converted, checked
+against the data set's classes, saved as model.keras and evaluated, nothing trained); the KD
+student is converted the same way from `from_matconvnet_kd_student`, or else trained here from
+the converted student and teacher; then triplet training, fusion, evaluation and the report.
+The eyes baseline [2] is not part of that stage and reads "not run".
+
+`PRESETS["demo"]` is the embedded default of `python -m experiments.reproduce` without data:
+the synthetic demo set, the `mini` network, a few minutes on a CPU. It exists to show that
+every stage runs and how the table is read; its numbers are not the paper's, and both the
+output and the report say so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import time
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
+
+from fer_distill.atomic import write_json, write_text
+
+STAGES = ("prepare", "teacher", "student", "eyes", "kd", "triplet", "fuse", "evaluate",
+          "report")
+TRAINING_STAGES = ("teacher", "student", "eyes", "kd", "triplet", "fuse")
+DATASETS = ("ferplus", "affectnet", "demo")
+EVALUATION_VIEWS = {"lower_half_visible": "lower", "upper_half_visible": "upper"}
+FORMAT = "fer_distill.reproduce/1"
+
+
+def _frozen(mapping: Mapping[str, Mapping[str, Any]] | None) -> Mapping[str, Mapping[str, Any]]:
+    return MappingProxyType({k: MappingProxyType(dict(v)) for k, v in (mapping or {}).items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named set of settings for a whole reproduction, in one place.
+
+    train: `fer_distill.train.TrainConfig` fields per stage; the key "*" applies to every
+      training stage, a stage's own key after it. Unset fields keep the paper's values.
+    demo_sizes / demo_seed: the synthetic demo set drawn when the data set is "demo".
+    smoke_scale: True for a preset whose numbers must not be read as the paper's (said at the
+      start of the output and in the report).
+    """
+
+    name: str
+    description: str
+    train: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    demo_sizes: Mapping[str, int] | None = None
+    demo_seed: int = 0
+    smoke_scale: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "train", _frozen(self.train))
+        unknown = set(self.train) - set(TRAINING_STAGES) - {"*"}
+        if unknown:
+            raise ValueError(f"preset {self.name!r}: unknown stages {sorted(unknown)}; expected "
+                             f"'*' or some of {TRAINING_STAGES}")
+
+    def settings(self, stage: str) -> dict[str, Any]:
+        return {**self.train.get("*", {}), **self.train.get(stage, {})}
+
+
+PAPER = Preset(
+    name="paper",
+    description="the paper's hyper-parameters (fer_distill.train.paper_defaults)",
+)
+
+# The embedded demo (measured on 2 shared CPU cores; the numbers it gives are in the report).
+# - 32x32 inputs and the `mini` network: the demo faces are 48x48; 32 keeps every step cheap.
+# - 2,400/400/600 drawn images (after FER+'s majority vote about 2,250/380/560 remain): enough
+#   for the teacher to learn the brows and eyes that tell the look-alike mouths apart.
+# - teacher and baselines: 30 epochs at 0.01, the plateau rule (patience 4: the eyes baseline
+#   sits on a plateau for its first ~4 epochs, and a shorter patience cut its rate before it
+#   started learning) taking the rate down to 1e-4, so the student baseline [1] has converged
+#   before kd and triplet continue from it (a baseline stopped early would credit distillation
+#   with plain extra training).
+# - kd, triplet: from the converged student at a tenth of its starting rate.
+# - triplet: mini's teacher and student are trained from scratch, not from one pretrained
+#   network as in the paper, so their embedding spaces are unrelated and eq. 3's distances are
+#   large: summed over the batch with lambda = 0.5 the triplet term is hundreds of times the
+#   cross-entropy and wrecks the student at any rate we tried (1e-6 .. 5e-4). The demo uses the
+#   batch mean and lambda = 0.01, which keeps the term beside the cross-entropy.
+DEMO = Preset(
+    name="demo",
+    description=("synthetic smoke-scale: the generated demo faces, the small `mini` network at "
+                 "32x32, a few epochs per stage on a CPU; shows the pipeline, not the paper's "
+                 "numbers"),
+    train={
+        "*": {"image_size": 32, "batch_size": 32, "seed": 0},
+        "teacher": {"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001,
+                    "lr_patience": 4},
+        "student": {"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001,
+                    "lr_patience": 4},
+        "eyes": {"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001,
+                 "lr_patience": 4},
+        "kd": {"epochs": 10, "learning_rate": 0.001, "min_learning_rate": 0.00001,
+               "lr_patience": 2},
+        "triplet": {"epochs": 5, "learning_rate": 0.001, "min_learning_rate": 0.001,
+                    "triplet_reduction": "mean", "triplet_lambda": 0.01},
+    },
+    demo_sizes={"train": 2400, "validation": 400, "test": 600},
+    smoke_scale=True,
+)
+
+PRESETS = {"paper": PAPER, "demo": DEMO}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceConfig:
+    """Everything one reproduction needs.
+
+    workdir: where everything is written (module docstring).
+    dataset: "ferplus", "affectnet" or "demo"; arch: "vgg_f", "vgg_face" or "mini".
+    raw: the raw release (ferplus, affectnet); data: an already prepared data set instead.
+    pretrained: the network the teacher, student and eyes baseline fine-tune (.mat or .keras);
+      required for VGG, optional for mini (random initialisation without it).
+    from_matconvnet_teacher / _student / _kd_student: the MatConvNet path (module docstring).
+    preset: a `Preset` (PRESETS); overrides: TrainConfig fields per stage ("*": all) on top.
+    prepare_options: extra keyword arguments for the data preparation (FER+: layout,
+      fer2013_csv, max_missing, workers; AffectNet: per_class_cap, validation, ...).
+    exact: McNemar's exact binomial test (True) or chi-square with continuity correction.
+    eval_batch_size: images per forward pass in the evaluation stage (default: the batch size).
+    stages: run only these stages (in the pipeline's order); the others must be finished.
+    verbose: 0 quiet, 1 progress bars, 2 one line per epoch.
+    """
+
+    workdir: str
+    dataset: str = "demo"
+    arch: str = "mini"
+    raw: str | None = None
+    data: str | None = None
+    pretrained: str | None = None
+    from_matconvnet_teacher: str | None = None
+    from_matconvnet_student: str | None = None
+    from_matconvnet_kd_student: str | None = None
+    preset: Preset = PAPER
+    overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    prepare_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    exact: bool = True
+    eval_batch_size: int | None = None
+    stages: tuple[str, ...] | None = None
+    verbose: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "overrides", _frozen(self.overrides))
+        object.__setattr__(self, "prepare_options", MappingProxyType(dict(self.prepare_options)))
+
+    @property
+    def from_matconvnet(self) -> bool:
+        return bool(self.from_matconvnet_teacher or self.from_matconvnet_student)
+
+    def check(self) -> None:
+        """Raises ValueError / FileNotFoundError for settings that cannot work, before any
+        stage starts (a mistake costs seconds, not a trained teacher)."""
+        from fer_distill.train.config import ARCHITECTURES, TrainConfig
+
+        if not self.workdir:
+            raise ValueError("reproduce: workdir is required")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"reproduce: dataset must be one of {DATASETS}, got "
+                             f"{self.dataset!r}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"reproduce: arch must be one of {ARCHITECTURES}, got {self.arch!r}")
+        if self.dataset != "demo" and not (self.raw or self.data):
+            raise ValueError(f"reproduce: --dataset={self.dataset} needs the raw release "
+                             "(--raw=DIR) or a prepared data set (--data=DIR)")
+        if self.raw and self.data:
+            raise ValueError("reproduce: give --raw (to prepare) or --data (prepared), not both")
+        if self.from_matconvnet and not (self.from_matconvnet_teacher
+                                         and self.from_matconvnet_student):
+            raise ValueError("reproduce: the MatConvNet path needs both "
+                             "--from_matconvnet_teacher and --from_matconvnet_student")
+        if self.from_matconvnet_kd_student and not self.from_matconvnet:
+            raise ValueError("reproduce: --from_matconvnet_kd_student belongs to the MatConvNet "
+                             "path; give --from_matconvnet_teacher and --from_matconvnet_student")
+        if self.from_matconvnet and self.pretrained:
+            raise ValueError("reproduce: --pretrained is for fine-tuning here; the MatConvNet "
+                             "path starts from the converted teacher and student instead")
+        if (not self.from_matconvnet and self.arch != "mini" and not self.pretrained):
+            raise ValueError(
+                f"reproduce: {self.arch} fine-tunes a pretrained network: give --pretrained "
+                f"(e.g. {'vgg-face.mat' if self.arch == 'vgg_face' else 'imagenet-vgg-f.mat'})")
+        for name in ("raw", "data", "pretrained", "from_matconvnet_teacher",
+                     "from_matconvnet_student", "from_matconvnet_kd_student"):
+            value = getattr(self, name)
+            if value and not Path(value).exists():
+                raise FileNotFoundError(f"reproduce: --{name}={value} not found")
+        if self.stages is not None:
+            bad = [s for s in self.stages if s not in STAGES]
+            if bad or not self.stages:
+                raise ValueError(f"reproduce: stages must be some of {STAGES}, got "
+                                 f"{list(self.stages)}")
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        for source, mapping in (("preset " + self.preset.name, self.preset.train),
+                                ("overrides", self.overrides)):
+            unknown = set(mapping) - set(TRAINING_STAGES) - {"*"}
+            if unknown:
+                raise ValueError(f"reproduce: {source}: unknown stages {sorted(unknown)}")
+            for stage, values in mapping.items():
+                bad = sorted(set(values) - fields)
+                if bad:
+                    raise ValueError(f"reproduce: {source}[{stage!r}]: {bad} are not training "
+                                     f"settings (fer_distill.train.TrainConfig fields)")
+                reserved = sorted(set(values) & set(_WIRING))
+                if reserved:
+                    raise ValueError(f"reproduce: {source}[{stage!r}]: {reserved} are set by "
+                                     "the reproduction itself (which data, which run, which "
+                                     "network starts which stage)")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["preset"] = {"name": self.preset.name, "description": self.preset.description,
+                            "train": {k: dict(v) for k, v in self.preset.train.items()},
+                            "demo_sizes": (dict(self.preset.demo_sizes)
+                                           if self.preset.demo_sizes else None),
+                            "demo_seed": self.preset.demo_seed,
+                            "smoke_scale": self.preset.smoke_scale}
+        values["overrides"] = {k: dict(v) for k, v in self.overrides.items()}
+        values["prepare_options"] = dict(self.prepare_options)
+        values["stages"] = None if self.stages is None else list(self.stages)
+        return values
+
+
+# TrainConfig fields the reproduction decides (presets and overrides may not).
+_WIRING = ("stage", "arch", "data", "workdir", "init", "teacher", "kd_student",
+           "triplet_student", "resume", "overwrite")
+
+
+@dataclasses.dataclass
+class Layout:
+    """Where a reproduction keeps each thing (module docstring)."""
+
+    root: Path
+    dataset: str
+    arch: str
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data" / "prepared" / self.dataset
+
+    def run(self, stage: str) -> Path:
+        return self.root / "runs" / self.dataset / self.arch / stage
+
+    def model(self, stage: str) -> Path:
+        return self.run(stage) / "model.keras"
+
+    def flagfile(self, name: str) -> Path:
+        return self.root / "flags" / f"{self.dataset}_{self.arch}_{name}.flags"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def record(self) -> Path:
+        return self.root / "reproduce.json"
+
+    @property
+    def provenance(self) -> Path:
+        from fer_distill.evaluation.report import PROVENANCE_FILE
+
+        return self.root / PROVENANCE_FILE
+
+
+class Reproduction:
+    """One reproduction in progress: the stages as methods, the record of what happened."""
+
+    def __init__(self, config: ReproduceConfig, *, out: Callable[[str], None] = print,
+                 callbacks: Mapping[str, Sequence[Any]] | None = None):
+        self.config = config
+        self.layout = Layout(Path(config.workdir).absolute(), config.dataset, config.arch)
+        self.out = out
+        self.callbacks = dict(callbacks or {})
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.data_dir = Path(config.data).absolute() if config.data else self.layout.data
+
+    # -- records -------------------------------------------------------------------------
+
+    def _record(self) -> None:
+        write_json(self.layout.record, {
+            "format": FORMAT, "config": self.config.to_dict(),
+            "layout": {"data": str(self.data_dir), "runs": str(self.layout.root / "runs"),
+                       "report": str(self.layout.report)},
+            "stages": self.stages,
+            "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds")})
+
+    def _provenance(self, path: Path, flagfile: Path) -> None:
+        from fer_distill.evaluation.report import PROVENANCE_FORMAT
+
+        entries = []
+        if self.layout.provenance.is_file():
+            entries = json.loads(self.layout.provenance.read_text(encoding="utf-8")).get(
+                "entries", [])
+        entries = [e for e in entries if e.get("path") != str(path)]
+        entries.append({"path": str(path), "flagfile": str(flagfile)})
+        write_json(self.layout.provenance, {"format": PROVENANCE_FORMAT, "entries": entries})
+
+    def _say(self, text: str) -> None:
+        if self.config.verbose or text.startswith(("==", "!!")):
+            self.out(text)
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        config = self.config
+        config.check()
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        self._say(self.banner())
+        wanted = STAGES if config.stages is None else tuple(config.stages)
+        report = None
+        for stage in STAGES:
+            if stage not in wanted:
+                continue
+            started = time.monotonic()
+            self._say(f"== {stage} ==")
+            self.stages[stage] = {"status": "running"}
+            self._record()
+            status = getattr(self, f"_stage_{stage}")()
+            if stage == "report":
+                report, status = status, {"status": "written", "path": str(self.layout.report)}
+            status["seconds"] = round(time.monotonic() - started, 1)
+            self.stages[stage] = status
+            self._record()
+            self._say(f"   {stage}: {status['status']} ({status['seconds']:.1f} s)")
+        return report
+
+    def banner(self) -> str:
+        config = self.config
+        lines = [f"== fer-distill reproduction of Table I: {config.dataset}, {config.arch}, "
+                 f"preset {config.preset.name!r}, in {self.layout.root}"]
+        if config.preset.smoke_scale or config.dataset == "demo":
+            lines.append("== SYNTHETIC SMOKE-SCALE RUN: generated faces and a small network; "
+                         "its numbers are NOT the paper's and are not comparable with them.")
+        if config.from_matconvnet:
+            lines.append("== MatConvNet path: the teacher and student are converted from "
+                         f"{config.from_matconvnet_teacher} and {config.from_matconvnet_student};"
+                         " only the TensorFlow stage (triplet, fusion) is trained here.")
+        return "\n".join(lines)
+
+    # prepare ----------------------------------------------------------------------------
+
+    def _stage_prepare(self) -> dict[str, Any]:
+        from fer_distill.data.prepared import read_prepared
+
+        config = self.config
+        if config.data:
+            prepared = read_prepared(self.data_dir)
+            self._check_dataset(prepared)
+            return {"status": "given", "data": str(self.data_dir)}
+        try:
+            prepared = read_prepared(self.data_dir)
+        except FileNotFoundError:
+            prepared = None
+        if prepared is not None:
+            self._check_dataset(prepared)
+            self._say(f"   {self.data_dir}: already prepared; not repeated")
+            return {"status": "finished earlier", "data": str(self.data_dir)}
+        source = {"by": "fer_distill.reproduce", "preset": config.preset.name}
+        options = dict(config.prepare_options)
+        options.setdefault("progress", bool(config.verbose))
+        if config.dataset == "demo":
+            from fer_distill.data.demo import prepare_demo
+
+            sizes = dict(config.preset.demo_sizes) if config.preset.demo_sizes else None
+            prepare_demo(self.data_dir, sizes=sizes, seed=config.preset.demo_seed,
+                         source=source, **options)
+        elif config.dataset == "ferplus":
+            from fer_distill.data.ferplus import prepare_ferplus
+
+            prepare_ferplus(config.raw, self.data_dir, source=source, **options)
+        else:
+            from fer_distill.data.affectnet import prepare_affectnet
+
+            prepare_affectnet(config.raw, self.data_dir, source=source, **options)
+        prepared = read_prepared(self.data_dir)
+        counts = ", ".join(f"{s} {prepared.count(s)}" for s in ("train", "validation", "test"))
+        self._say(f"   prepared {prepared.dataset} into {self.data_dir}: {counts}")
+        return {"status": "done", "data": str(self.data_dir)}
+
+    def _check_dataset(self, prepared) -> None:
+        if prepared.dataset != self.config.dataset:
+            raise ValueError(f"reproduce: {prepared.path} holds {prepared.dataset!r}, not "
+                             f"{self.config.dataset!r}; choose another --workdir or --data")
+
+    # training stages --------------------------------------------------------------------
+
+    def train_config(self, stage: str):
+        """The TrainConfig of one stage of this reproduction (None: the stage does not run)."""
+        from fer_distill.train import TrainConfig
+
+        config, layout = self.config, self.layout
+        values: dict[str, Any] = {**config.preset.settings(stage),
+                                  **config.overrides.get("*", {}),
+                                  **config.overrides.get(stage, {})}
+        if config.eval_batch_size and "eval_batch_size" not in values:
+            values["eval_batch_size"] = config.eval_batch_size
+        values.setdefault("verbose", config.verbose)
+        wiring: dict[str, Any] = {}
+        imported = None
+        if stage in ("teacher", "student", "eyes"):
+            imported = {"teacher": config.from_matconvnet_teacher,
+                        "student": config.from_matconvnet_student}.get(stage)
+            if config.from_matconvnet and stage == "eyes":
+                return None
+            wiring["init"] = imported or config.pretrained
+        elif stage in ("kd", "triplet"):
+            wiring["teacher"] = str(layout.model("teacher"))
+            wiring["init"] = str(layout.model("student"))
+            if stage == "kd" and config.from_matconvnet_kd_student:
+                imported = config.from_matconvnet_kd_student
+                wiring["init"] = imported
+                values["teacher_mode"] = "live"  # why: nothing is trained, so no teacher cache
+        else:
+            wiring["kd_student"] = str(layout.model("kd"))
+            wiring["triplet_student"] = str(layout.model("triplet"))
+        if imported:
+            # Conversion only: the trainer with 0 epochs loads the .mat, checks it against the
+            # data set, saves model.keras and evaluates it; the head must already be 8-way.
+            values.update(epochs=0, head="keep")
+        if wiring.get("init") is not None:
+            wiring["init"] = str(Path(wiring["init"]).absolute()) if wiring["init"] != "scratch" \
+                else "scratch"
+        return TrainConfig(stage=stage, arch=config.arch, data=str(self.data_dir),
+                           workdir=str(layout.run(stage)), **wiring, **values)
+
+    def _train(self, stage: str) -> dict[str, Any]:
+        from fer_distill.train import run
+        from fer_distill.train.config import RUN_CONTROL_FIELDS, load_config
+
+        train_config = self.train_config(stage)
+        if train_config is None:
+            self._say(f"   {stage}: not part of the MatConvNet path's TensorFlow stage; "
+                      "not run")
+            return {"status": "not part of this path"}
+        workdir = Path(train_config.workdir)
+        flagfile = self.layout.flagfile(stage)
+        resolved = train_config.resolved()
+        finished = (workdir / "metrics.json").is_file()
+        if finished:
+            recorded = load_config(workdir / "config.json").resolved()
+            differences = {k: v for k, v in resolved.differences(recorded).items()
+                           if v[0] is not None and k not in RUN_CONTROL_FIELDS}
+            if differences:
+                listed = "; ".join(f"{k}: {new!r} now, {old!r} in the run"
+                                   for k, (new, old) in sorted(differences.items()))
+                raise ValueError(
+                    f"reproduce: {workdir} finished with other settings ({listed}); it would "
+                    "be reported as this reproduction's. Use another --workdir, or delete that "
+                    "run directory to train it again")
+        # why after the check: a refused run keeps the flagfile that produced it
+        write_text(flagfile, train_flagfile(train_config, header=(
+            f"Table I, {self.config.dataset} {self.config.arch} {stage}: written by "
+            f"fer_distill.reproduce (preset {self.config.preset.name!r}). Re-run this stage "
+            f"alone with:\n  python -m experiments.train --flagfile={flagfile}")))
+        self._provenance(workdir, flagfile)
+        if finished:
+            metrics = json.loads((workdir / "metrics.json").read_text(encoding="utf-8"))
+            self._say(f"   {workdir}: finished earlier (test accuracy "
+                      f"{100 * metrics['test']['accuracy']:.2f}%); not re-run")
+            return {"status": "finished earlier", "run": str(workdir),
+                    "test_accuracy": metrics["test"]["accuracy"]}
+        resume = (workdir / "config.json").is_file()
+        if resume:
+            self._say(f"   {workdir}: interrupted earlier; resuming from its last checkpoint")
+        train_config = dataclasses.replace(train_config, resume=resume)
+        metrics = run(train_config, callbacks=list(self.callbacks.get(stage, ())))
+        return {"status": "resumed" if resume else "done", "run": str(workdir),
+                "test_accuracy": metrics["test"]["accuracy"],
+                "epochs_run": metrics.get("epochs_run"),
+                "train_seconds": metrics.get("train_seconds")}
+
+    def _stage_teacher(self):
+        return self._train("teacher")
+
+    def _stage_student(self):
+        return self._train("student")
+
+    def _stage_eyes(self):
+        return self._train("eyes")
+
+    def _stage_kd(self):
+        return self._train("kd")
+
+    def _stage_triplet(self):
+        return self._train("triplet")
+
+    def _stage_fuse(self):
+        return self._train("fuse")
+
+    # evaluate and report ----------------------------------------------------------------
+
+    def _stage_evaluate(self) -> dict[str, Any]:
+        from fer_distill.evaluation.evaluate import (EvaluateConfig, default_views, evaluate,
+                                                     open_model, results_path)
+
+        done, skipped, missing = [], [], []
+        for stage in TRAINING_STAGES:
+            run_dir = self.layout.run(stage)
+            metrics = run_dir / "metrics.json"
+            if not metrics.is_file():
+                missing.append(stage)
+                continue
+            evaluable = open_model(run_dir)
+            views = default_views(evaluable)
+            todo = [v for v in views
+                    if not (results_path(run_dir, "test", v).is_file()
+                            and results_path(run_dir, "test", v).stat().st_mtime
+                            >= metrics.stat().st_mtime)]
+            skipped += [f"{stage}/{v}" for v in views if v not in todo]
+            for view in todo:
+                flagfile = self._evaluation_flagfile(stage, view, run_dir)
+                evaluate(EvaluateConfig(
+                    model=str(run_dir), data=str(self.data_dir), views=(view,),
+                    batch_size=self.config.eval_batch_size or _batch_size(run_dir),
+                    provenance={"by": "fer_distill.reproduce",
+                                "flagfile": None if flagfile is None else str(flagfile)}),
+                    evaluable=evaluable, verbose=bool(self.config.verbose))
+                done.append(f"{stage}/{view}")
+        if missing:
+            self._say(f"   not evaluated (no finished run): {', '.join(missing)}")
+        return {"status": "done" if done else "finished earlier", "evaluated": done,
+                "already_evaluated": skipped, "no_run": missing}
+
+    def _evaluation_flagfile(self, stage: str, view: str, run_dir: Path) -> Path | None:
+        """The flagfile of a Table I row that is an evaluation (the teacher on ◐ and ◑)."""
+        if stage != "teacher" or view not in EVALUATION_VIEWS:
+            return None
+        flagfile = self.layout.flagfile(f"teacher_on_{EVALUATION_VIEWS[view]}")
+        symbol = {"lower_half_visible": "◐", "upper_half_visible": "◑"}[view]
+        write_text(flagfile, "\n".join([
+            f"# Table I, {self.config.dataset} {self.config.arch}: the teacher tested on {view} "
+            f"({symbol}).",
+            "# Written by fer_distill.reproduce. Re-run with:",
+            f"#   python -m experiments.evaluate --flagfile={flagfile}",
+            f"--model={run_dir}", f"--data={self.data_dir}", f"--views={view}", "--split=test",
+            ""]))
+        return flagfile
+
+    def _stage_report(self):
+        from fer_distill.evaluation.report import ReportConfig, make_report
+
+        report, markdown = make_report(ReportConfig(
+            runs=str(self.layout.root), output=str(self.layout.report),
+            exact=self.config.exact))
+        self.out(markdown)
+        return report
+
+
+def _batch_size(run_dir: Path) -> int:
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        return int(config.get("eval_batch_size") or config.get("batch_size") or 64)
+    except (OSError, ValueError, TypeError):
+        return 64
+
+
+def train_flagfile(config, header: str = "") -> str:
+    """`experiments.train` flags that recreate `config`: the wiring and every setting that
+    differs from TrainConfig's defaults (so the paper's defaults stay visible as defaults)."""
+    from fer_distill.train import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    from fer_distill.train.config import RUN_CONTROL_FIELDS
+
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(config, field.name)
+        if field.name in RUN_CONTROL_FIELDS:  # how to run, not what: left to the command line
+            continue
+        if field.name in defaults and value == defaults[field.name]:
+            continue
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            lines.append(f"--{field.name}" if value else f"--no{field.name}")
+        else:
+            lines.append(f"--{field.name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def reproduce(config: ReproduceConfig, *, out: Callable[[str], None] = print,
+              callbacks: Mapping[str, Sequence[Any]] | None = None) -> dict[str, Any]:
+    """Runs the reproduction `config` describes (module docstring); returns the report.
+
+    `callbacks` ({stage: [keras callbacks]}) are handed to that stage's trainer; `out`
+    receives every line printed (the table last).
+    """
+    return Reproduction(config, out=out, callbacks=callbacks).run()
