@@ -179,25 +179,26 @@ class TripletModel(keras.Model):
             scaled = self.optimizer.scale_loss(result["loss"])
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        # Reported values are the global batch's (metrics average over replicas).
+        return self._track(result, labels)
+
+    def test_step(self, data):
+        """Validation: eq. 4 on the validation anchors, mined against the epoch's (training)
+        pools, so `val_loss` is comparable with `loss`."""
+        images, labels = data[0], data[1]
+        return self._track(self.objective(images, labels, training=False), labels)
+
+    def _track(self, result, labels):
+        # Reported values are the global batch's: metrics average over replicas, and the
+        # per-replica sums of eq. 3 add up to the global one.
         replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
         triplet = result["triplet"] * (replicas if self.reduction == "sum" else 1.0)
         self.loss_tracker.update_state(result["ce"] + self.lam * triplet)
         self.ce_tracker.update_state(result["ce"])
         self.triplet_tracker.update_state(triplet)
         self.accuracy_tracker.update_state(tf.reshape(labels, [-1]), result["logits"])
+        # why every metric: Keras then reads the metrics' replica-synchronised results
+        # instead of the last step's per-replica values.
         return {m.name: m.result() for m in self.metrics}
-
-    def test_step(self, data):
-        """Validation: CE and accuracy of the student (mining is defined on training only)."""
-        images, labels = data[0], data[1]
-        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-        logits = tf.cast(self.student(images, training=False), tf.float32)
-        ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=logits))
-        self.ce_tracker.update_state(ce)
-        self.accuracy_tracker.update_state(labels, logits)
-        return {"ce": self.ce_tracker.result(), "accuracy": self.accuracy_tracker.result()}
 
 
 def embed(embedder: keras.Model, prepared, split: str, rows, *, image_size: int, view,

@@ -53,7 +53,8 @@ class PlateauSchedule(keras.callbacks.ReduceLROnPlateau):
 
     def get_state(self) -> dict[str, Any]:
         best = None if self.best is None else float(self.best)
-        return {"best": best, "wait": int(self.wait), "cooldown_counter": int(self.cooldown_counter)}
+        return {"best": best, "wait": int(self.wait),
+                "cooldown_counter": int(self.cooldown_counter)}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         self._pending = dict(state)

@@ -91,7 +91,7 @@ SCHEDULES = {
 # them (everything else must match the interrupted run's config.json).
 RUN_CONTROL_FIELDS = ("resume", "overwrite", "verbose")
 
-MIXED_PRECISION = ("off", "auto", "mixed_float16", "mixed_bfloat16")
+MIXED_PRECISION_POLICIES = ("auto", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TEACHER_MODES = ("cached", "live")
 HEAD_RULES = ("auto", "new", "keep")
@@ -155,7 +155,9 @@ class TrainConfig:
     # execution
     seed: int = 0
     eval_batch_size: int | None = None  # default: batch_size
-    mixed_precision: str = "off"
+    mixed_precision: bool = False
+    # "auto": mixed_float16 on a GPU, mixed_bfloat16 on a CPU (fer_distill.train.execution)
+    mixed_precision_policy: str = "auto"
     jit_compile: bool = False
     strategy: str = "default"
     keep_checkpoints: int = 2  # per-epoch checkpoints kept on disk (VGG-face: 1 GB each)
@@ -219,7 +221,7 @@ class TrainConfig:
             ("stage", self.stage, STAGES), ("arch", self.arch, ARCHITECTURES),
             ("head", self.head, HEAD_RULES), ("teacher_mode", self.teacher_mode, TEACHER_MODES),
             ("triplet_reduction", self.triplet_reduction, ("sum", "mean")),
-            ("mixed_precision", self.mixed_precision, MIXED_PRECISION),
+            ("mixed_precision_policy", self.mixed_precision_policy, MIXED_PRECISION_POLICIES),
             ("strategy", self.strategy, STRATEGIES),
         ):
             if value not in allowed:
@@ -237,9 +239,9 @@ class TrainConfig:
             if integer:
                 ok = ok and int(value) == value
             if not ok:
-                kind = "integer" if integer else "number"
+                kind = "an integer" if integer else "a number"
                 bound = ">= 0" if zero else "> 0"
-                raise ValueError(f"config: {name} must be a {kind} {bound}, got {value!r}")
+                raise ValueError(f"config: {name} must be {kind} {bound}, got {value!r}")
 
         positive("epochs", zero=True)
         positive("batch_size")
@@ -280,10 +282,11 @@ class TrainConfig:
             if not getattr(self, name):
                 raise ValueError(f"config: stage {self.stage!r} needs --{name}")
         if self.stage in FINE_TUNING_STAGES and not self.init and self.arch != "mini":
+            example = "vgg-face" if self.arch == "vgg_face" else "imagenet-vgg-f"
             raise ValueError(
                 f"config: stage {self.stage!r} of {self.arch} fine-tunes a pretrained network: "
-                f"give --init (e.g. pretrained/{'vgg-face' if self.arch == 'vgg_face' else 'imagenet-vgg-f'}.mat, "
-                "or a .keras file), or --init=scratch for a random initialisation")
+                f"give --init (e.g. pretrained/{example}.mat, or a .keras file), or "
+                "--init=scratch for a random initialisation")
         if self.arch != "mini" and self.image_size not in (None, 224):
             raise ValueError(f"config: {self.arch} takes 224x224 inputs, got image_size "
                              f"{self.image_size}")

@@ -24,16 +24,16 @@ import keras
 import tensorflow as tf
 
 
-def resolve_policy(mixed_precision: str) -> str:
-    """The Keras dtype policy for a config's `mixed_precision` setting."""
-    if mixed_precision in ("off", None, False):
+def resolve_policy(mixed_precision: bool, policy: str = "auto") -> str:
+    """The Keras dtype policy: float32, or the mixed `policy` ("auto": module docstring)."""
+    if not mixed_precision:
         return "float32"
-    if mixed_precision in ("auto", True):
+    if policy == "auto":
         return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-    if mixed_precision in ("mixed_float16", "mixed_bfloat16"):
-        return mixed_precision
-    raise ValueError(f"mixed_precision must be off, auto, mixed_float16 or mixed_bfloat16, got "
-                     f"{mixed_precision!r}")
+    if policy in ("mixed_float16", "mixed_bfloat16"):
+        return policy
+    raise ValueError(f"mixed precision policy must be auto, mixed_float16 or mixed_bfloat16, "
+                     f"got {policy!r}")
 
 
 @contextlib.contextmanager

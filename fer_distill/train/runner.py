@@ -54,7 +54,7 @@ def run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = 
         config = dataclasses.replace(previous, **control)
     prepared = _open_data(config)
     strategy = make_strategy(config.strategy)
-    policy = resolve_policy(config.mixed_precision)
+    policy = resolve_policy(config.mixed_precision, config.mixed_precision_policy)
     chief = is_chief(strategy)
     workdir = Path(config.workdir)
     with dtype_policy(policy):
