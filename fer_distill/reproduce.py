@@ -341,9 +341,15 @@ class Reproduction:
     def run(self) -> dict[str, Any]:
         config = self.config
         config.check()
+        wanted = STAGES if config.stages is None else tuple(config.stages)
+        for stage in TRAINING_STAGES:  # every stage's settings checked before the first runs
+            if stage in wanted and (train_config := self.train_config(stage)) is not None:
+                try:
+                    train_config.resolved()
+                except ValueError as error:
+                    raise ValueError(f"reproduce: stage {stage}: {error}") from None
         self.layout.root.mkdir(parents=True, exist_ok=True)
         self._say(self.banner())
-        wanted = STAGES if config.stages is None else tuple(config.stages)
         report = None
         for stage in STAGES:
             if stage not in wanted:
@@ -426,9 +432,16 @@ class Reproduction:
         from fer_distill.train import TrainConfig
 
         config, layout = self.config, self.layout
-        values: dict[str, Any] = {**config.preset.settings(stage),
-                                  **config.overrides.get("*", {}),
-                                  **config.overrides.get(stage, {})}
+        preset = config.preset.settings(stage)
+        overrides = {**config.overrides.get("*", {}), **config.overrides.get(stage, {})}
+        values: dict[str, Any] = {**preset, **overrides}
+        if ("learning_rate" in overrides and "min_learning_rate" not in overrides
+                and preset.get("min_learning_rate") and preset.get("learning_rate")):
+            # a new starting rate keeps the preset's ratio of floor to start (the trainer's
+            # rule for the paper's defaults), rather than a floor above the start
+            values["min_learning_rate"] = (overrides["learning_rate"]
+                                           * preset["min_learning_rate"]
+                                           / preset["learning_rate"])
         if config.eval_batch_size and "eval_batch_size" not in values:
             values["eval_batch_size"] = config.eval_batch_size
         values.setdefault("verbose", config.verbose)

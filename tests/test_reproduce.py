@@ -222,7 +222,21 @@ def test_settings_that_cannot_work_are_refused_before_any_stage(tmp_path):
         check(overrides={"distill": {"epochs": 3}})
     with pytest.raises(ValueError, match="stages must be"):
         check(stages=("train",))
+    with pytest.raises(ValueError, match="stage kd: config: min_learning_rate 1.0 is above"):
+        rp.reproduce(rp.ReproduceConfig(workdir=str(tmp_path / "w"), preset=TINY,
+                                        overrides={"kd": {"min_learning_rate": 1.0}}))
     assert not (tmp_path / "w").exists()  # nothing was written
+
+
+def test_a_new_starting_rate_keeps_the_presets_floor_ratio(tmp_path):
+    config = rp.ReproduceConfig(workdir=str(tmp_path), preset=rp.DEMO,
+                                overrides={"*": {"learning_rate": 0.02},
+                                           "kd": {"min_learning_rate": 0.0001}})
+    reproduction = rp.Reproduction(config)
+    teacher, kd = reproduction.train_config("teacher"), reproduction.train_config("kd")
+    assert (teacher.learning_rate, teacher.min_learning_rate) == (0.02, pytest.approx(0.0002))
+    assert (kd.learning_rate, kd.min_learning_rate) == (0.02, 0.0001)
+    assert teacher.epochs == rp.DEMO.settings("teacher")["epochs"]
 
 
 def test_train_flagfile_lists_wiring_and_non_defaults_only():

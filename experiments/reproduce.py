@@ -1,0 +1,182 @@
+"""Reproduce Table I in one command: every stage, in order, then the table.
+
+Usage:
+
+  # no data at hand: the synthetic demo set and the small `mini` network, a few minutes on a
+  # CPU (SYNTHETIC, SMOKE SCALE: it shows the pipeline; its numbers are not the paper's)
+  python -m experiments.reproduce
+
+  # the paper, one data set and one architecture (FER+ raw files as experiments/prepare_data.py
+  # takes them; AffectNet likewise), fine-tuning the pretrained MatConvNet network
+  python -m experiments.reproduce --dataset=ferplus --arch=vgg_face --raw=~/FERPlus \
+      --pretrained=pretrained/vgg-face.mat --workdir=reproduction/ferplus_vgg_face
+  python -m experiments.reproduce --dataset=affectnet --arch=vgg_f --raw=~/AffectNet \
+      --pretrained=pretrained/imagenet-vgg-f.mat --workdir=reproduction/affectnet_vgg_f
+
+  # only the paper's TensorFlow stage, from a MatConvNet-trained teacher and student (and KD
+  # student, if you have one; else it is trained here from the two)
+  python -m experiments.reproduce --dataset=ferplus --arch=vgg_face --raw=~/FERPlus \
+      --from_matconvnet_teacher=teacher.mat --from_matconvnet_student=student.mat \
+      [--from_matconvnet_kd_student=kd.mat] --workdir=reproduction/ferplus_vgg_face_tf
+
+  # change any training setting of any stage ("*" = every stage), e.g. a shorter run
+  python -m experiments.reproduce ... --override=all.epochs=5 --override=kd.learning_rate=1e-4
+
+Stages: prepare, teacher, student, eyes, kd, triplet, fuse, evaluate (every run on its view,
+the teacher on all three), report. Run the same command again after an interruption: finished
+stages (metrics.json) are skipped, an interrupted one resumes from its last epoch; a finished
+run with other settings stops the command rather than being reported as this one. --stages
+runs a subset.
+
+Reads: --raw (or a prepared --data), --pretrained / --from_matconvnet_*.
+Writes into --workdir: data/prepared/<dataset>/, runs/<dataset>/<arch>/<stage>/ (one run
+directory per stage, docs/DESIGN.md "Training"), flags/*.flags (an experiments.train or
+experiments.evaluate flagfile per Table I row, to re-run one by hand), provenance.json,
+report/table_i.{md,csv,json}, reproduce.json (settings, per-stage status and time). Prints
+progress and, at the end, the table.
+
+Presets (--preset): "paper" (the paper's hyper-parameters; the default with data) and "demo"
+(the default without; fer_distill.reproduce.DEMO says what it sets and why).
+"""
+from __future__ import annotations
+
+import typing
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+_ANY = {"allow_override": True}  # docs/DESIGN.md, "Binaries"
+flags.DEFINE_enum("dataset", None, ["ferplus", "affectnet", "demo"],
+                  "Data set (default: demo, when no --raw/--data is given).", **_ANY)
+flags.DEFINE_enum("arch", None, ["vgg_f", "vgg_face", "mini"],
+                  "Architecture of teacher and students (default: mini for the demo).", **_ANY)
+flags.DEFINE_string("raw", None, "The raw release to prepare (ferplus, affectnet).", **_ANY)
+flags.DEFINE_string("data", None, "An already prepared data set (instead of --raw).", **_ANY)
+flags.DEFINE_string("pretrained", None, "Network the teacher and baselines fine-tune (.mat or "
+                    ".keras); required for vgg_f/vgg_face.", **_ANY)
+flags.DEFINE_string("workdir", None, "Where everything goes (default: "
+                    "reproduction/<dataset>_<arch>).", **_ANY)
+flags.DEFINE_string("from_matconvnet_teacher", None, "MatConvNet-trained teacher (.mat).",
+                    **_ANY)
+flags.DEFINE_string("from_matconvnet_student", None, "MatConvNet-trained student baseline.",
+                    **_ANY)
+flags.DEFINE_string("from_matconvnet_kd_student", None, "MatConvNet-trained KD student "
+                    "(optional; else trained here).", **_ANY)
+flags.DEFINE_enum("preset", None, ["paper", "demo"],
+                  "Settings preset (default: demo for the demo data set, else paper).", **_ANY)
+flags.DEFINE_multi_string("override", [], "STAGE.FIELD=VALUE: a training setting for one stage "
+                          "('*' or 'all' for every stage), e.g. kd.epochs=10; repeatable.",
+                          **_ANY)
+flags.DEFINE_enum("mcnemar", "exact", ["exact", "chi2"],
+                  "McNemar variant of the report's †.", **_ANY)
+flags.DEFINE_integer("eval_batch_size", None, "Images per forward pass when evaluating.",
+                     **_ANY)
+flags.DEFINE_list("stages", None, "Only these stages (prepare, teacher, student, eyes, kd, "
+                  "triplet, fuse, evaluate, report).", **_ANY)
+flags.DEFINE_enum("layout", "auto", ["auto", "png", "csv"], "FER+ raw layout.", **_ANY)
+flags.DEFINE_string("fer2013_csv", None, "FER+: fer2013.csv, when it is not inside --raw.",
+                    **_ANY)
+flags.DEFINE_integer("max_missing", 0, "Missing/unreadable raw images tolerated.", **_ANY)
+flags.DEFINE_integer("verbose", 1, "1: progress bars; 2: one line per epoch; 0: quiet.", **_ANY)
+
+
+def _set(name):
+    """The flag was given a value (other binaries in one process may define the same name
+    with other defaults, so a default is never read from FLAGS)."""
+    return not FLAGS[name].using_default_value and FLAGS[name].value is not None
+
+
+def parse_override(text: str) -> tuple[str, str, typing.Any]:
+    """"kd.epochs=10" -> ("kd", "epochs", 10), the value typed as the TrainConfig field."""
+    import dataclasses
+
+    from fer_distill.train import TrainConfig
+
+    stage_field, sep, raw = text.partition("=")
+    stage, dot, field = stage_field.partition(".")
+    if not sep or not dot or not stage or not field:
+        raise app.UsageError(f"--override={text!r}: expected STAGE.FIELD=VALUE, e.g. "
+                             "kd.epochs=10 or *.batch_size=32")
+    stage = "*" if stage == "all" else stage  # why: an unquoted * may meet the shell's glob
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if field not in fields:
+        raise app.UsageError(f"--override={text!r}: {field!r} is not a training setting; "
+                             f"expected one of {sorted(fields)}")
+    hint = typing.get_type_hints(TrainConfig)[field]
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    kind = kinds[0]
+    try:
+        if raw.lower() in ("none", "null") and type(None) in typing.get_args(hint):
+            value = None
+        elif kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError("expected true or false")
+            value = raw.lower() in ("true", "1")
+        else:
+            value = kind(raw)
+    except ValueError as error:
+        raise app.UsageError(f"--override={text!r}: {error}") from None
+    return stage, field, value
+
+
+def config_from_flags():
+    from fer_distill.reproduce import PRESETS, ReproduceConfig
+
+    has_data = _set("raw") or _set("data") or _set("from_matconvnet_teacher")
+    dataset = FLAGS.dataset if _set("dataset") else (None if has_data else "demo")
+    if dataset is None:
+        raise app.UsageError("--dataset (ferplus or affectnet) must be given with --raw/--data")
+    arch = FLAGS.arch if _set("arch") else ("mini" if dataset == "demo" else None)
+    if arch is None:
+        raise app.UsageError("--arch (vgg_f or vgg_face) must be given")
+    preset = FLAGS.preset if _set("preset") else ("demo" if dataset == "demo" else "paper")
+    overrides: dict[str, dict] = {}
+    for text in FLAGS.override:
+        stage, field, value = parse_override(text)
+        overrides.setdefault(stage, {})[field] = value
+    prepare = {}
+    if dataset == "ferplus":
+        prepare = {"layout": FLAGS.layout, "fer2013_csv": FLAGS.fer2013_csv if _set(
+            "fer2013_csv") else None, "max_missing": FLAGS.max_missing if _set(
+            "max_missing") else 0}
+    elif dataset == "affectnet" and _set("max_missing"):
+        prepare = {"max_missing": FLAGS.max_missing}
+
+    def value(name):
+        return FLAGS[name].value if _set(name) else None
+
+    config = ReproduceConfig(
+        workdir=value("workdir") or f"reproduction/{dataset}_{arch}",
+        dataset=dataset, arch=arch, raw=value("raw"), data=value("data"),
+        pretrained=value("pretrained"),
+        from_matconvnet_teacher=value("from_matconvnet_teacher"),
+        from_matconvnet_student=value("from_matconvnet_student"),
+        from_matconvnet_kd_student=value("from_matconvnet_kd_student"),
+        preset=PRESETS[preset], overrides=overrides, prepare_options=prepare,
+        exact=(FLAGS.mcnemar if _set("mcnemar") else "exact") == "exact",
+        eval_batch_size=value("eval_batch_size"),
+        stages=tuple(FLAGS.stages) if _set("stages") else None,
+        verbose=FLAGS.verbose if _set("verbose") else 1)
+    try:
+        config.check()
+        from fer_distill.reproduce import Reproduction
+
+        for stage in ("teacher", "student", "eyes", "kd", "triplet", "fuse"):
+            train_config = Reproduction(config).train_config(stage)
+            if train_config is not None:
+                train_config.resolved()  # a bad override fails here, not hours later
+    except (ValueError, FileNotFoundError) as error:
+        raise app.UsageError(str(error)) from None
+    return config
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from fer_distill.reproduce import reproduce
+
+    reproduce(config_from_flags())
+
+
+if __name__ == "__main__":
+    app.run(main)
