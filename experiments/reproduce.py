@@ -23,7 +23,7 @@ Usage:
   python -m experiments.reproduce ... --override=all.epochs=5 --override=kd.learning_rate=1e-4
 
 Stages: prepare, teacher, student, eyes, kd, triplet, fuse, evaluate (every run on its view,
-the teacher on all three), report. Run the same command again after an interruption: finished
+the teacher on all three), figure (the paper's Figure 3: Grad-CAM of the fused model), report. Run the same command again after an interruption: finished
 stages (metrics.json) are skipped, an interrupted one resumes from its last epoch; a finished
 run with other settings stops the command rather than being reported as this one. --stages
 runs a subset.
@@ -32,7 +32,7 @@ Reads: --raw (or a prepared --data), --pretrained / --from_matconvnet_*.
 Writes into --workdir: data/prepared/<dataset>/, runs/<dataset>/<arch>/<stage>/ (one run
 directory per stage, docs/DESIGN.md "Training"), flags/*.flags (an experiments.train or
 experiments.evaluate flagfile per Table I row, to re-run one by hand), provenance.json,
-report/table_i.{md,csv,json}, reproduce.json (settings, per-stage status and time). Prints
+report/table_i.{md,csv,json}, report/figure3_gradcam.png, reproduce.json (settings, per-stage status and time). Prints
 progress and, at the end, the table.
 
 Presets (--preset): "paper" (the paper's hyper-parameters; the default with data) and "demo"
@@ -72,7 +72,7 @@ flags.DEFINE_enum("mcnemar", "exact", ["exact", "chi2"],
 flags.DEFINE_integer("eval_batch_size", None, "Images per forward pass when evaluating.",
                      **_ANY)
 flags.DEFINE_list("stages", None, "Only these stages (prepare, teacher, student, eyes, kd, "
-                  "triplet, fuse, evaluate, report).", **_ANY)
+                  "triplet, fuse, evaluate, figure, report).", **_ANY)
 flags.DEFINE_enum("layout", "auto", ["auto", "png", "csv"], "FER+ raw layout.", **_ANY)
 flags.DEFINE_string("fer2013_csv", None, "FER+: fer2013.csv, when it is not inside --raw.",
                     **_ANY)

@@ -15,6 +15,7 @@ architecture, in order, into one work directory, and returns the report (printin
     WORKDIR/provenance.json                      which flagfile produced which run (the report's
                                                  "flagfile" column)
     WORKDIR/report/table_i.{md,csv,json}         the report (fer_distill.evaluation.report)
+    WORKDIR/report/figure3_gradcam.png           Figure 3: Grad-CAM of the fused model
     WORKDIR/reproduce.json                       the settings and what each stage did, how long
 
 Re-running is safe and cheap: a stage whose run directory holds `metrics.json` is skipped
@@ -27,7 +28,9 @@ Stage by stage (NOTES §1): the teacher fine-tunes the pretrained network on ful
 student baseline [1] on lower halves, the eyes baseline [2] on upper halves; kd and triplet
 start from the student baseline with the teacher frozen; fuse fits the SVM on both distilled
 students' embeddings; evaluate tests every finished run on its own view and the teacher on all
-three; report writes Table I. Hyper-parameters are the paper's (`fer_distill.train.
+three; figure draws the paper's Figure 3 (Grad-CAM of the fused model on one test face per
+class, `fer_distill.explain`) into the report directory; report writes Table I.
+Hyper-parameters are the paper's (`fer_distill.train.
 paper_defaults`) unless a `Preset` or per-stage overrides say otherwise.
 
 The MatConvNet path (`from_matconvnet_teacher` and `from_matconvnet_student`) runs only the
@@ -53,10 +56,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from fer_distill.atomic import write_json, write_text
 
 STAGES = ("prepare", "teacher", "student", "eyes", "kd", "triplet", "fuse", "evaluate",
-          "report")
+          "figure", "report")
 TRAINING_STAGES = ("teacher", "student", "eyes", "kd", "triplet", "fuse")
 DATASETS = ("ferplus", "affectnet", "demo")
 EVALUATION_VIEWS = {"lower_half_visible": "lower", "upper_half_visible": "upper"}
@@ -585,6 +590,37 @@ class Reproduction:
             f"--model={run_dir}", f"--data={self.data_dir}", f"--views={view}", "--split=test",
             ""]))
         return flagfile
+
+    def _stage_figure(self) -> dict[str, Any]:
+        """The paper's Figure 3 for the best model here (the fused one, else the KD student):
+        Grad-CAM on the first test face of each class. An extra: a failure is printed and
+        recorded, and the report is still written."""
+        for stage in ("fuse", "kd"):
+            if (self.layout.run(stage) / "metrics.json").is_file():
+                break
+        else:
+            return {"status": "no finished fuse or kd run"}
+        output = self.layout.report / "figure3_gradcam.png"
+        try:
+            from fer_distill.data.prepared import read_prepared
+            from fer_distill.explain.gradcam import explain, figure
+            from fer_distill.serving.servable import load_servable
+
+            prepared = read_prepared(self.data_dir)
+            labels = np.asarray(prepared.labels("test"))
+            rows = [int(np.flatnonzero(labels == k)[0])
+                    for k in range(len(prepared.class_names)) if np.any(labels == k)]
+            images = [np.asarray(prepared.images("test")[i]) for i in rows]
+            explanation = explain(load_servable(self.layout.run(stage)), images)
+            figure(explanation, output, prepared.class_names, labels[rows],
+                   title=f"Grad-CAM of the {stage} model ({self.config.dataset}, "
+                         f"{self.config.arch}), first test face of each class")
+        except Exception as error:  # noqa: BLE001  (an extra must not cost the table)
+            self.out(f"!! figure: Grad-CAM failed ({type(error).__name__}: {error}); the "
+                     "report is written without it")
+            return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        self._say(f"   Figure 3 (Grad-CAM of the {stage} model): {output}")
+        return {"status": "done", "model": stage, "path": str(output)}
 
     def _stage_report(self):
         from fer_distill.evaluation.report import ReportConfig, make_report

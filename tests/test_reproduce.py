@@ -76,6 +76,11 @@ def test_stages_run_in_order_into_the_documented_layout(pipeline):
     assert list(pipeline["second"]) == list(rp.STAGES)
     for name in ("table_i.md", "table_i.csv", "table_i.json"):
         assert (workdir / "report" / name).is_file()
+    # Figure 3 of the fused model, one test face per class
+    assert pipeline["second"]["figure"]["status"] == "done"
+    assert pipeline["second"]["figure"]["model"] == "fuse"
+    png = (workdir / "report" / "figure3_gradcam.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # the start of the output and the report both say what the demo is
     assert "SYNTHETIC SMOKE-SCALE RUN" in pipeline["printed"]["first"][0]
     assert "SYNTHETIC DEMO DATA" in pipeline["printed"]["second"][-1].splitlines()[2]

@@ -1,6 +1,9 @@
-"""experiments/reproduce.py: with no data arguments it runs the embedded demo (shortened here
-by --override to a few steps per stage) end to end and prints the table; its flags become the
-ReproduceConfig they say, and bad ones are usage errors before anything runs."""
+"""experiments/reproduce.py through its flags. (Not test_reproduce.py: tests/test_reproduce.py,
+the library's test, already takes that module name under pytest's default import mode.)
+
+With no data arguments it runs the embedded demo (shortened here by --override to a few steps
+per stage) end to end and prints the table; its flags become the ReproduceConfig they say, and
+bad ones are usage errors before anything runs."""
 from __future__ import annotations
 
 import json
