@@ -40,9 +40,14 @@ Presets (--preset): "paper" (the paper's hyper-parameters; the default with data
 """
 from __future__ import annotations
 
+import os
 import typing
 
 from absl import app, flags
+
+# why: this is the README's first command; TensorFlow's C++ start-up chatter (CPU features,
+# CUDA probing) would bury the progress. Errors still show. Set before TensorFlow is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
 _ANY = {"allow_override": True}  # docs/DESIGN.md, "Binaries"
@@ -77,7 +82,8 @@ flags.DEFINE_enum("layout", "auto", ["auto", "png", "csv"], "FER+ raw layout.", 
 flags.DEFINE_string("fer2013_csv", None, "FER+: fer2013.csv, when it is not inside --raw.",
                     **_ANY)
 flags.DEFINE_integer("max_missing", 0, "Missing/unreadable raw images tolerated.", **_ANY)
-flags.DEFINE_integer("verbose", 1, "1: progress bars; 2: one line per epoch; 0: quiet.", **_ANY)
+flags.DEFINE_integer("verbose", 2, "2: one line per epoch (default here); 1: progress bars; "
+                     "0: quiet.", **_ANY)
 
 
 def _set(name):
@@ -156,7 +162,7 @@ def config_from_flags():
         exact=(FLAGS.mcnemar if _set("mcnemar") else "exact") == "exact",
         eval_batch_size=value("eval_batch_size"),
         stages=tuple(FLAGS.stages) if _set("stages") else None,
-        verbose=FLAGS.verbose if _set("verbose") else 1)
+        verbose=FLAGS.verbose if _set("verbose") else 2)
     try:
         config.check()
         from fer_distill.reproduce import Reproduction

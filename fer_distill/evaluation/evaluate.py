@@ -137,6 +137,7 @@ class Evaluable:
         return {
             "path": str(self.path),
             "run_dir": None if self.run_dir is None else str(self.run_dir),
+            "run_dir_absolute": None if self.run_dir is None else str(self.run_dir.resolve()),
             "kind": self.kind,
             "stage": self.stage,
             "arch": self.arch,

@@ -274,10 +274,10 @@ def scan(root: str | os.PathLike, *, split: str = "test") -> tuple[list[Run], li
         if record["split"] != split:
             continue
         model = record["model"]
-        run_dir = Path(model["run_dir"]) if model.get("run_dir") else None
+        output = path.parent.parent
+        run_dir = _evaluated_run(model, output)
         run = None
         if run_dir is not None:
-            run_dir = Path(_resolve(str(run_dir), path.parent.parent) or run_dir)
             run = runs.get(run_dir.resolve()) if run_dir.exists() else None
             if run is not None and not run.finished:
                 warnings.append(f"{path}: evaluates {run_dir}, which is now an unfinished run "
@@ -292,7 +292,6 @@ def scan(root: str | os.PathLike, *, split: str = "test") -> tuple[list[Run], li
             warnings.append(f"{path}: the model evaluated ({model.get('path')}) records no "
                             "stage/arch, so it has no row in Table I; ignored")
             continue
-        output = path.parent.parent
         npz = output / record["files"]["predictions"]
         flagfile = provenance.get(str(path.resolve())) or " ".join(
             flagfiles_in(record.get("provenance", {}).get("argv", []))) or record.get(
@@ -306,6 +305,20 @@ def scan(root: str | os.PathLike, *, split: str = "test") -> tuple[list[Run], li
             run_flagfile=run_flagfile, flagfile=flagfile or run_flagfile, source=str(path),
             time=path.stat().st_mtime))
     return sorted(runs.values(), key=lambda r: str(r.path)), measurements, warnings
+
+
+def _evaluated_run(model: Mapping[str, Any], output: Path) -> Path | None:
+    """The run directory an evaluation record names: the directory it was written into when
+    that is the run (the default, and it survives moving the tree), else the recorded path
+    (absolute first, then as given, relative to the working directory)."""
+    if not model.get("run_dir"):
+        return None
+    if (output / evaluation.CONFIG_FILE).is_file():
+        return output
+    for candidate in (model.get("run_dir_absolute"), model["run_dir"]):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return Path(model["run_dir"])
 
 
 def choose(measurements: list[Measurement], warnings: list[str]) -> dict[tuple, Measurement]:

@@ -246,6 +246,17 @@ def test_stale_unpaired_and_duplicate_results_are_not_silently_used(tree):
     assert "## Warnings" in markdown and "## Notes" in markdown
 
 
+def test_a_moved_tree_still_pairs_evaluations_with_their_runs(tree, tmp_path):
+    moved = tmp_path / "moved"
+    tree.rename(moved)  # the evaluation records name the old paths
+    report = rp.build_report(rp.ReportConfig(runs=str(moved)))
+    lower = cells(report)[("vgg_face/teacher/lower_half_visible", "ferplus")]
+    assert (lower["status"], lower["accuracy"]) == ("ok", 70.0)
+    assert lower["run_dir"] == str(moved / "ferplus_vgg_face_teacher")
+    assert lower["run_flagfile"] == "configs/ferplus_vgg_face_teacher.flags"
+    assert report["warnings"] == []
+
+
 def test_provenance_file_names_flagfiles_of_library_runs(tree):
     (tree / rp.PROVENANCE_FILE).write_text(json.dumps({
         "format": rp.PROVENANCE_FORMAT,
