@@ -312,7 +312,14 @@ class Reproduction:
         self.layout = Layout(Path(config.workdir).absolute(), config.dataset, config.arch)
         self.out = out
         self.callbacks = dict(callbacks or {})
+        # what earlier invocations did, updated stage by stage (a --stages subset keeps the rest)
         self.stages: dict[str, dict[str, Any]] = {}
+        if self.layout.record.is_file():
+            try:
+                previous = json.loads(self.layout.record.read_text(encoding="utf-8"))
+                self.stages = dict(previous.get("stages", {}))
+            except ValueError:
+                self.stages = {}
         self.data_dir = Path(config.data).absolute() if config.data else self.layout.data
 
     # -- records -------------------------------------------------------------------------
@@ -363,7 +370,14 @@ class Reproduction:
             self._say(f"== {stage} ==")
             self.stages[stage] = {"status": "running"}
             self._record()
-            status = getattr(self, f"_stage_{stage}")()
+            try:
+                status = getattr(self, f"_stage_{stage}")()
+            except BaseException as error:  # recorded (then raised): reproduce.json tells
+                self.stages[stage] = {  # where a killed or failed reproduction stopped
+                    "status": "interrupted", "error": f"{type(error).__name__}: {error}",
+                    "seconds": round(time.monotonic() - started, 1)}
+                self._record()
+                raise
             if stage == "report":
                 report, status = status, {"status": "written", "path": str(self.layout.report)}
             status["seconds"] = round(time.monotonic() - started, 1)

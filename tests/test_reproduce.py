@@ -92,7 +92,8 @@ def test_the_interrupted_stage_resumes_and_finished_ones_are_skipped(pipeline):
     kd = workdir / "runs" / "demo" / "mini" / "kd"
     assert [first[s]["status"] for s in ("prepare", "teacher", "student", "eyes")] == [
         "done"] * 4
-    assert first["kd"]["status"] == "running" and "triplet" not in first
+    assert first["kd"]["status"] == "interrupted" and "triplet" not in first
+    assert first["kd"]["error"] == "Killed: killed after epoch 1"
     assert [second[s]["status"] for s in ("prepare", "teacher", "student", "eyes")] == [
         "finished earlier"] * 4
     assert second["kd"]["status"] == "resumed"
