@@ -55,7 +55,7 @@ def main(argv):
             raise app.UsageError(f"--inference_archs: no inference paths for {arch!r} "
                                  f"(known: {sorted(settings.inference_paths)})")
     for arch in settings.train_archs:
-        if arch not in settings.train_batch:
+        if arch not in settings.train_batch or arch not in settings.train_schedule:
             raise app.UsageError(f"--train_archs: no batch size for {arch!r} "
                                  f"(known: {sorted(settings.train_batch)})")
     command = "python -m experiments.benchmark " + " ".join(sys.argv[1:])
