@@ -104,8 +104,9 @@ def initial_network(init: str | None, *, arch: str, num_classes: int, image_size
     return model, {"init": str(init), "new_head": new_head, "init_classes": width}
 
 
-def under_policy(model: keras.Model, policy: str) -> keras.Model:
-    """`model` computing under `policy`: itself if it already does, else a rebuilt copy.
+def under_policy(model: keras.Model, policy: str, *, copy: bool = False) -> keras.Model:
+    """`model` computing under `policy`: itself if it already does (and not `copy`), else a
+    rebuilt, uncompiled copy.
 
     A `.keras` file records each layer's dtype policy, so a network saved in float32 loads in
     float32 whatever the global policy; rebuilding its SimpleNN chain under the current policy
@@ -113,18 +114,18 @@ def under_policy(model: keras.Model, policy: str) -> keras.Model:
     are copied layer by layer, by name.
     """
     layers = [layer for layer in model.layers if layer.weights]
-    if all(layer.dtype_policy.name == policy or layer.name == models.LOGITS_LAYER
-           for layer in layers):
+    if not copy and all(layer.dtype_policy.name == policy or layer.name == models.LOGITS_LAYER
+                        for layer in layers):
         return model
     from fer_distill.models.layers import MeanSubtraction
 
     normalization = next(layer for layer in model.layers if isinstance(layer, MeanSubtraction))
     with dtype_policy(policy):
-        copy = simplenn.build_chain(
+        rebuilt = simplenn.build_chain(
             simplenn.chain_of(model), input_shape=model.input_shape[1:], name=model.name,
             average_image_shape=normalization.image_shape, zero_init=True)
-    for layer in copy.layers:
+    for layer in rebuilt.layers:
         if layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
-    return copy
+    return rebuilt
 

@@ -25,7 +25,8 @@ from fer_distill.atomic import atomic_path, write_json
 from fer_distill.train import callbacks as cb
 from fer_distill.train import networks as nets
 from fer_distill.train import rundir
-from fer_distill.train.config import DISTILLATION_STAGES, FINE_TUNING_STAGES, TrainConfig
+from fer_distill.train.config import (DISTILLATION_STAGES, FINE_TUNING_STAGES,
+                                      RUN_CONTROL_FIELDS, TrainConfig)
 from fer_distill.train.execution import (dtype_policy, is_chief, make_strategy,
                                          resolve_policy)
 
@@ -50,7 +51,7 @@ def run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = 
         return done
     decision, previous = rundir.check_reuse(config)
     if previous is not None:  # resume exactly the recorded run; only run control may change
-        control = {k: getattr(config, k) for k in ("resume", "overwrite", "verbose")}
+        control = {k: getattr(config, k) for k in RUN_CONTROL_FIELDS}
         config = dataclasses.replace(previous, **control)
     prepared = _open_data(config)
     strategy = make_strategy(config.strategy)
@@ -62,6 +63,8 @@ def run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = 
         with strategy.scope():
             loaded = _networks(config, prepared, policy)
         config = dataclasses.replace(config, image_size=loaded["image_size"])
+        if config.stage != "fuse":
+            _check_batches(config, prepared, strategy)
         if chief:
             if decision == "overwrite":
                 rundir.clear(workdir)
@@ -76,8 +79,8 @@ def run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = 
         if config.stage == "fuse":
             return _fuse(config, prepared, loaded, workdir, chief)
         with strategy.scope():
-            student, summary = _fit(config, prepared, loaded, strategy, policy, workdir,
-                                    chief, decision == "resume", callbacks)
+            student, summary = _fit(config, prepared, loaded, policy, workdir, chief,
+                                    decision == "resume", callbacks)
         return _finish(config, prepared, student, summary, workdir, chief)
 
 
@@ -152,6 +155,20 @@ def _networks(config: TrainConfig, prepared, policy: str) -> dict[str, Any]:
     return out
 
 
+def _check_batches(config: TrainConfig, prepared, strategy) -> None:
+    from fer_distill.data.pipeline import steps_per_epoch
+
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible "
+                         f"by the {replicas} replicas of strategy {config.strategy!r}")
+    rows = len(_training_rows(config, prepared))
+    try:
+        steps_per_epoch(rows, config.batch_size)
+    except ValueError as error:
+        raise ValueError(f"prepared data set {prepared.path}: {error}") from None
+
+
 def _write_environment(workdir: Path, environment: dict, *, resumed: bool) -> None:
     path = workdir / rundir.ENVIRONMENT
     sessions = []
@@ -182,15 +199,11 @@ def _stage_inputs(config: TrainConfig):
             lambda b: ({"image": b["occluded"], "index": b["index"]}, b["label"]))
 
 
-def _fit(config, prepared, loaded, strategy, policy, workdir, chief, resumed, extra_callbacks):
+def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callbacks):
     from fer_distill.data.pipeline import make_dataset, steps_per_epoch
 
     student = loaded["student"]
     size = loaded["image_size"]
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible "
-                         f"by the {replicas} replicas of strategy {config.strategy!r}")
     rows = _training_rows(config, prepared)
     full_steps = steps_per_epoch(len(rows), config.batch_size)
     steps = config.steps_per_epoch or full_steps
@@ -328,7 +341,8 @@ def _finish(config, prepared, student, summary, workdir, chief) -> dict:
     from fer_distill.evaluation.predictions import (predict_split, predictions_path,
                                                     save_predictions)
 
-    final = nets.under_policy(student, "float32")
+    # A float32, uncompiled copy: the file carries no optimizer state and no mixed policy.
+    final = nets.under_policy(student, "float32", copy=True)
     if chief:
         with atomic_path(workdir / rundir.MODEL) as tmp:
             final.save(tmp)

@@ -28,9 +28,9 @@ def test_one_flag_per_config_field():
         assert field.name in FLAGS, field.name
 
 
-def test_the_configs_directory_holds_exactly_the_training_rows():
-    names = {p.name for p in CONFIGS.glob("*.flags")}
-    assert names == {f"{d}_{a}_{s}.flags" for d, a, s in ROWS}
+def test_the_configs_directory_holds_every_training_row():
+    names = {p.name for p in CONFIGS.glob("*.flags")}  # evaluation rows live there too
+    assert {f"{d}_{a}_{s}.flags" for d, a, s in ROWS} <= names
 
 
 @pytest.mark.parametrize("dataset, arch, stage", ROWS)
@@ -65,8 +65,8 @@ def test_flagfile_holds_the_papers_row(dataset, arch, stage):
     for key, value in paper_defaults(stage, arch).items():
         assert key in written, key
         assert getattr(config, key) == value, key
-    # nothing is left for the defaults to decide but the derived evaluation batch
-    assert dataclasses.replace(config.resolved(), eval_batch_size=None) == config
+    if stage != "fuse":  # nothing is left for the defaults to decide but the derived batch
+        assert dataclasses.replace(config.resolved(), eval_batch_size=None) == config
 
 
 def test_paper_values_in_the_flagfiles():

@@ -74,6 +74,8 @@ def test_run_directory_holds_what_design_promises(trained_runs, demo_data, stage
 
     model = _load(rundir / "model.keras")
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 8)
+    loaded = keras.saving.load_model(rundir / "model.keras")
+    assert getattr(loaded, "optimizer", None) is None  # saved without training state
     assert all(layer.dtype_policy.name == "float32" for layer in model.layers)
 
     metrics = json.loads((rundir / "metrics.json").read_text())
@@ -335,7 +337,7 @@ def test_bad_networks_are_refused_before_training(trained_runs, mini_config, odd
     assert not workdir.exists()
 
 
-def test_manifest_only_data_and_missing_init_are_refused(mini_config, tmp_path):
+def test_unusable_data_and_settings_are_refused(mini_config, tmp_path):
     from fer_distill.data.prepared import PreparedWriter
 
     data = tmp_path / "manifest_only"
@@ -350,4 +352,6 @@ def test_manifest_only_data_and_missing_init_are_refused(mini_config, tmp_path):
         run(mini_config("student", workdir, data=str(tmp_path / "absent")))
     with pytest.raises(ValueError, match="give --init"):
         run(mini_config("teacher", workdir, arch="vgg_face", image_size=None))
+    with pytest.raises(ValueError, match="cannot fill one batch of 4096"):
+        run(mini_config("teacher", workdir, batch_size=4096))
     assert not workdir.exists()
