@@ -45,8 +45,9 @@ import typing
 
 from absl import app, flags
 
-# why: this is the README's first command; TensorFlow's C++ start-up chatter (CPU features,
-# CUDA probing) would bury the progress. Errors still show. Set before TensorFlow is imported.
+# why: this is the README's first command; TensorFlow's C++ INFO and WARNING logs would bury
+# the progress (errors still show; a few start-up lines are printed before TensorFlow reads
+# this setting). Set before TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
