@@ -106,10 +106,14 @@ def teacher_outputs(teacher, prepared, split: str, rows, *, image_size: int, bat
               f"(once; cached in {directory})")
     dataset = make_dataset(prepared, split, image_size=image_size, batch_size=batch_size,
                            training=False, views=("full",), indices=rows)
-    out = embedding_model(teacher).predict(dataset.map(lambda b: b["full"]),
-                                           verbose=1 if verbose else 0)
-    logits = np.asarray(out["logits"], dtype=np.float32)
-    embedding = np.asarray(out["embedding"], dtype=np.float32) if embeddings else None
+    images = dataset.map(lambda b: b["full"])
+    if embeddings:
+        out = embedding_model(teacher).predict(images, verbose=1 if verbose else 0)
+        logits = np.asarray(out["logits"], dtype=np.float32)
+        embedding = np.asarray(out["embedding"], dtype=np.float32)
+    else:  # why not the embedding model: FER+'s 4096-d embeddings alone are 410 MB
+        logits = np.asarray(teacher.predict(images, verbose=1 if verbose else 0), np.float32)
+        embedding = None
     if write:
         with atomic_path(directory, directory=True) as tmp:
             np.save(tmp / "index.npy", rows)
