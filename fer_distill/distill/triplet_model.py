@@ -31,6 +31,9 @@ rank the candidates almost as fresh ones would; only the CHOICE of the negative 
 loss itself is computed on freshly re-embedded negatives (step 3), so its value and gradient
 are exact for the chosen triplets.
 
+Validation: eq. 4 on the validation images as anchors, mined against the same epoch's
+(training) pools, so `val_loss` reads like `loss`; `val_accuracy` is the student's.
+
 Scaling across replicas: gradients are summed over replicas, so each replica contributes
 CE_r / R (a mean term) and λ·Σ_r (a sum term, NOT divided by anything: eq. 3 sums over the
 global batch, and the per-replica sums add up to it). With `reduction="mean"` the triplet term
