@@ -806,6 +806,7 @@ def summarise(parts: dict[str, dict]) -> dict:
                                                   if rate else None),
                 "top1_agreement": p["top1_agreement"],
                 "max_probability_difference": p["max_probability_difference"],
+                "changes_numerics": p["changes_numerics"],
             }
         summary["inference"][arch] = rows
 
@@ -855,17 +856,29 @@ def summarise(parts: dict[str, dict]) -> dict:
     face_arch = "vgg_face" if "vgg_face" in summary["inference"] else None
     best_face = _best(summary["inference"].get(face_arch or "", {}),
                       "throughput_fraction_of_matmul", largest=True, only=None)
+    face_rows = summary["inference"].get(face_arch or "", {})
     targets.append(_check("vgg_face_throughput", best_face and best_face[1],
-                          f"inference:vgg_face {best_face[0]}" if best_face else
-                          "inference:vgg_face (not run)"))
+                          _where("vgg_face", best_face, face_rows)))
     f_arch = "vgg_f" if "vgg_f" in summary["inference"] else next(iter(summary["inference"]),
                                                                    None)
     best_f = _best(summary["inference"].get(f_arch or "", {}), "latency_vs_plain_keras",
                    largest=False, only=SERVING_PATHS)
     targets.append(_check("vgg_f_latency", best_f and best_f[1],
-                          f"inference:{f_arch} {best_f[0]}" if best_f else "not run"))
+                          _where(f_arch, best_f, summary["inference"].get(f_arch or "", {}))))
     summary["memory_mb"] = {name: r["peak_rss_mb"] for name, r in parts.items()}
     return summary
+
+
+def _where(arch, best, rows) -> str:
+    """Where a target's figure comes from; a winner that changes numerics says by how much."""
+    if not best:
+        return f"inference:{arch} (not run)"
+    row = rows[best[0]]
+    text = f"inference:{arch} {best[0]}"
+    if row.get("changes_numerics"):
+        text += (f" (numerics change: top-1 agreement {row['top1_agreement']:.4f}, max "
+                 f"probability difference {row['max_probability_difference']:.1e})")
+    return text
 
 
 def _best(rows: dict, key: str, *, largest: bool, only) -> tuple[str, float] | None:

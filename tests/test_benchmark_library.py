@@ -1,5 +1,8 @@
 """fer_distill/benchmark.py: the reference loop, the FLOP count, the timing order, and the
-summary's ratios and target verdicts on hand-made numbers (no speed is asserted anywhere)."""
+summary's ratios and target verdicts on hand-made numbers (no speed is asserted anywhere).
+
+Named _library because tests/experiments/test_benchmark.py tests the binary, and two test
+modules of this suite may not share a basename (tests/experiments has no __init__.py)."""
 import dataclasses
 
 import numpy as np
