@@ -355,3 +355,26 @@ def test_unusable_data_and_settings_are_refused(mini_config, tmp_path):
     with pytest.raises(ValueError, match="cannot fill one batch of 4096"):
         run(mini_config("teacher", workdir, batch_size=4096))
     assert not workdir.exists()
+
+
+def test_fine_tuning_from_a_matconvnet_network_with_another_head(mini_config, tmp_path):
+    """The paper's path: a pretrained .mat with its own classifier (here 7-way) gets a fresh
+    8-way fc8; every other layer starts from the file's weights."""
+    from fer_distill.models import mini
+    from fer_distill.models.matconvnet import save_matconvnet
+
+    keras.utils.set_random_seed(3)
+    pretrained = mini(7, 32)
+    path = tmp_path / "pretrained.mat"
+    save_matconvnet(pretrained, path)
+    workdir = tmp_path / "teacher"
+    run(mini_config("teacher", workdir, init=str(path), epochs=1, steps_per_epoch=1,
+                    learning_rate=1e-9))
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["init_info"] == {"init": str(path), "new_head": True, "init_classes": 7}
+    model = _load(workdir / "model.keras")
+    assert model.output_shape == (None, 8)
+    for layer in pretrained.layers:
+        if layer.weights and layer.name != "fc8":
+            for a, b in zip(layer.get_weights(), model.get_layer(layer.name).get_weights()):
+                np.testing.assert_allclose(a, b, atol=1e-6)  # one step at lr 1e-9
