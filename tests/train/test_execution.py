@@ -1,0 +1,40 @@
+"""Precision policy and strategy choices (the two-replica run is in test_strategy.py)."""
+from __future__ import annotations
+
+import keras
+import pytest
+import tensorflow as tf
+
+from fer_distill.train.execution import dtype_policy, is_chief, make_strategy, resolve_policy
+
+
+def test_policy_resolution():
+    assert resolve_policy(False, "mixed_float16") == "float32"
+    assert resolve_policy(True, "mixed_float16") == "mixed_float16"
+    on_this_machine = "mixed_float16" if tf.config.list_physical_devices("GPU") \
+        else "mixed_bfloat16"
+    assert resolve_policy(True, "auto") == on_this_machine
+    with pytest.raises(ValueError, match="mixed precision policy"):
+        resolve_policy(True, "float16")
+
+
+def test_dtype_policy_is_restored_even_after_an_error():
+    before = keras.config.dtype_policy().name
+    with pytest.raises(RuntimeError):
+        with dtype_policy("mixed_bfloat16"):
+            assert keras.config.dtype_policy().name == "mixed_bfloat16"
+            raise RuntimeError
+    assert keras.config.dtype_policy().name == before
+
+
+def test_strategies(monkeypatch):
+    default = make_strategy("default")
+    assert default.num_replicas_in_sync == 1 and is_chief(default)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs the TF_CONFIG environment variable"):
+        make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        make_strategy("multi_worker")
+    with pytest.raises(ValueError, match="unknown strategy"):
+        make_strategy("tpu")
