@@ -74,6 +74,12 @@ def test_every_part_and_row_is_present(quick_run):
     for key, (label, op, bound) in benchmark.TARGETS.items():
         assert f"| {label} {op} {bound:g} |" in markdown
     assert [t["key"] for t in report["summary"]["targets"]] == list(benchmark.TARGETS)
+    closing = markdown.split("## Closing note", 1)[1]
+    for t in report["summary"]["targets"]:  # one verdict per target in the closing note
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        assert f"- {t['target']}: {verdict}" in closing
+        if t["met"] is False:
+            assert benchmark.MISSED_BECAUSE[t["key"]] in closing
 
 
 def test_ratios_are_quotients_of_measured_numbers(quick_run):
