@@ -28,9 +28,11 @@ Where the paper is silent, chosen here and why:
 - Triplet stage: 10 epochs is shorter than the 10-epoch patience, so the plateau rule could
   never fire; the rate is constant (floor = start), as the paper states one rate.
 - Validation: the learning-rate rule monitors the prepared set's `validation` split, never its
-  `test` split. For FER+ that is FER+'s own validation set; for AffectNet, whose validation set
-  is the paper's test set, it is the held-out part of the training set that the data
-  preparation writes as `validation` (docs/DESIGN.md).
+  `test` split. For FER+ that is FER+'s own validation set. For AffectNet, whose official
+  validation set is the paper's test set, the data preparation by default writes those same
+  images as `validation` too (the paper names no other held-out set, so that is the setting it
+  reports); prepare with `--affectnet_validation=holdout` to schedule on a stratified part of
+  the training selection instead (docs/DESIGN.md, "Prepared data").
 - `mini` (tests and the demo only, not in the paper): batch 32 and rates that train it from
   scratch on the synthetic demo set. Its triplet rate is tiny for the paper's reason: eq. 3 is
   a SUM over the batch of distances between two networks' embeddings, so its gradient is tens
