@@ -4,7 +4,7 @@ Usage:
 
   python -m experiments.benchmark                      # the full run (about 30-40 min on 2 cores)
   python -m experiments.benchmark --quick --output_dir=/tmp/bench   # seconds-long, for tests
-  python -m experiments.benchmark --train_archs=vgg_f,vgg_face     # add VGG-face training steps
+  python -m experiments.benchmark --train_archs=vgg_f     # skip the VGG-face training steps
   python -m experiments.benchmark --parts=matmul,mining --output_dir=/tmp/bench  # some parts
 
 Measures, in one run, each part in a fresh process (fer_distill/benchmark.py says what and
@@ -33,7 +33,7 @@ flags.DEFINE_list("parts", [], "Parts to run (default: all): baseline, matmul, "
                   "inference:<arch>, training:<arch>, mining, pipeline.", **_ANY)
 flags.DEFINE_list("inference_archs", [], "Architectures for inference (default: vgg_f, "
                   "vgg_face; mini with --quick).", **_ANY)
-flags.DEFINE_list("train_archs", [], "Architectures for training steps (default: vgg_f; "
+flags.DEFINE_list("train_archs", [], "Architectures for training steps (default: vgg_f, vgg_face; "
                   "mini with --quick).", **_ANY)
 flags.DEFINE_multi_string("note", [], "A note to print under the tables (repeatable).",
                           **_ANY)

@@ -112,7 +112,7 @@ class Settings:
     agreement_images: dict = dataclasses.field(default_factory=lambda: {
         "vgg_f": 476, "vgg_face": 96, "mini": 64})
     # training
-    train_archs: tuple = ("vgg_f",)
+    train_archs: tuple = ("vgg_f", "vgg_face")
     train_batch: dict = dataclasses.field(default_factory=lambda: {
         "vgg_f": 32, "vgg_face": 16, "mini": 16})
     # per arch: (warm-up steps, rounds, steps per mode per round); VGG-face steps take ~10 s
@@ -234,6 +234,28 @@ def measure_matmul(s: Settings, scratch: Path) -> dict:
     return {"n": n, "float32_gflops_samples": [flops / t / 1e9 for t in times["float32"]],
             "float32_gflops": flops / _median(times["float32"]) / 1e9,
             "bfloat16_gflops": flops / _median(times["bfloat16"]) / 1e9}
+
+
+YARDSTICK = "matmul (yardstick)"
+
+
+def matmul_probe(n: int) -> tuple[Callable[[], Any], float]:
+    """(a call computing one float32 n x n x n product, its FLOPs), to interleave with a part's
+    own candidates: on a shared machine the CPU time a process gets changes from minute to
+    minute (this machine has measured 2x apart within one run), so fractions of "the matmul
+    rate" are taken against the rate measured in the same rounds."""
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal([n, n], seed=[1, 2])
+    b = tf.random.stateless_normal([n, n], seed=[3, 4])
+    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)[:1, :1]))
+    return (lambda: product().numpy()), 2.0 * n ** 3
+
+
+def _yardstick(times: dict[str, list[float]], flops: float) -> dict:
+    """Pops the yardstick's samples from `times`; its GFLOP/s samples and median."""
+    samples = [flops / t / 1e9 for t in times.pop(YARDSTICK)]
+    return {"matmul_gflops_samples": samples, "matmul_gflops": _median(samples)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -388,10 +410,16 @@ def measure_inference(s: Settings, scratch: Path, arch: str) -> dict:
         kind, fn = kind_fn
         return (lambda: fn(views[batch])) if kind == "views" else (lambda: fn(crops[batch]))
 
-    latency = interleaved({p: call(kf, 1) for p, kf in paths.items()},
+    probe, probe_flops = matmul_probe(s.matmul_size)
+    latency = interleaved({**{p: call(kf, 1) for p, kf in paths.items()}, YARDSTICK: probe},
                           rounds=s.latency_rounds, calls=s.latency_calls, warmup=2)
-    throughput = interleaved({p: call(kf, s.throughput_batch) for p, kf in paths.items()},
+    throughput = interleaved({**{p: call(kf, s.throughput_batch) for p, kf in paths.items()},
+                              YARDSTICK: probe},
                              rounds=s.throughput_rounds, calls=1, warmup=1)
+    yardstick = _yardstick(latency, probe_flops)
+    more = _yardstick(throughput, probe_flops)["matmul_gflops_samples"]
+    samples = yardstick["matmul_gflops_samples"] + more
+    yardstick = {"matmul_gflops_samples": samples, "matmul_gflops": _median(samples)}
 
     reference = _softmax(_in_batches(paths["tf_function"][1] if "tf_function" in paths
                                      else (lambda x: model(x, training=False).numpy()),
@@ -420,7 +448,7 @@ def measure_inference(s: Settings, scratch: Path, arch: str) -> dict:
             "parameters": int(model.count_params()), "view": view,
             "throughput_batch": s.throughput_batch, "agreement_images": int(len(test_rows)),
             "head_fit_images": int(len(fit_rows)), "head_train_accuracy": head_accuracy,
-            "paths": results}
+            **yardstick, "paths": results}
 
 
 # ------------------------------------------------------------------------------------------
@@ -572,10 +600,13 @@ def measure_mining(s: Settings, scratch: Path) -> dict:
 
     n = s.mining_anchors
     anchors_n, labels_n = tf.identity(anchors_all[:n]), tf.identity(labels_all[:n])
+    probe, probe_flops = matmul_probe(s.matmul_size)
     times = interleaved({"by_class": lambda: by_class(anchors_n, labels_n),
                          "masked_xla": lambda: [t.numpy() for t in masked_xla(anchors_n,
-                                                                               labels_n)]},
+                                                                               labels_n)],
+                         YARDSTICK: probe},
                         rounds=s.mining_repeats, calls=1, warmup=1)
+    yardstick = _yardstick(times, probe_flops)
     fast_pos, fast_neg = by_class(anchors_n, labels_n)
 
     sub = np.sort(rng.choice(n, size=min(s.loop_anchors, n), replace=False))
@@ -596,7 +627,7 @@ def measure_mining(s: Settings, scratch: Path) -> dict:
         growth.append({"anchors": int(count), "seconds": time.perf_counter() - start})
         del anchors, labels
     return {
-        "anchors": n, "pool": m, "dim": d, "useful_flops": 2.0 * n * m * d,
+        "anchors": n, "pool": m, "dim": d, "useful_flops": 2.0 * n * m * d, **yardstick,
         "by_class_seconds_samples": times["by_class"],
         "by_class_seconds": _median(times["by_class"]),
         "masked_xla_seconds_samples": times["masked_xla"],
@@ -785,14 +816,15 @@ def summarise(parts: dict[str, dict]) -> dict:
     """Derived figures (every one a ratio of numbers measured in this run) and the targets."""
     matmul_samples = [g for name, r in parts.items() if name.startswith("matmul")
                       for g in r["float32_gflops_samples"]]
-    rate = _median(matmul_samples) * 1e9 if matmul_samples else None
-    summary: dict[str, Any] = {"matmul_gflops": None if rate is None else rate / 1e9,
+    run_rate = _median(matmul_samples) * 1e9 if matmul_samples else None
+    summary: dict[str, Any] = {"matmul_gflops": None if run_rate is None else run_rate / 1e9,
                                "inference": {}, "training": {}, "targets": []}
 
     for name, r in parts.items():
         if not name.startswith("inference:"):
             continue
         arch, flops = r["arch"], r["flops_per_image"]
+        rate = _local_rate(r, run_rate)
         reference = r["paths"].get("keras_call", {}).get("latency_ms")
         rows = {}
         for path, p in r["paths"].items():
@@ -820,6 +852,7 @@ def summarise(parts: dict[str, dict]) -> dict:
 
     mining = parts.get("mining")
     if mining:
+        rate = _local_rate(mining, run_rate)
         summary["mining"] = {
             "fraction_of_matmul": (mining["useful_flops"] / mining["by_class_seconds"] / rate
                                    if rate else None),
@@ -866,6 +899,8 @@ def summarise(parts: dict[str, dict]) -> dict:
     targets.append(_check("vgg_f_latency", best_f and best_f[1],
                           _where(f_arch, best_f, summary["inference"].get(f_arch or "", {}))))
     summary["memory_mb"] = {name: r["peak_rss_mb"] for name, r in parts.items()}
+    summary["yardsticks_gflops"] = {name: r["matmul_gflops"] for name, r in parts.items()
+                                    if r.get("matmul_gflops")}
     return summary
 
 
@@ -926,6 +961,13 @@ def closing_notes(summary: dict) -> list[str]:
     return notes
 
 
+def _local_rate(part: dict, run_rate: float | None) -> float | None:
+    """FLOP/s of the yardstick measured inside `part` (interleaved with its candidates), or the
+    run-wide rate for a part that has none."""
+    local = part.get("matmul_gflops")
+    return local * 1e9 if local else run_rate
+
+
 def _where(arch, best, rows) -> str:
     """Where a target's figure comes from; a winner that changes numerics says by how much."""
     if not best:
@@ -955,11 +997,13 @@ def _fmt(value, spec: str = ".2f", none: str = "-") -> str:
 def render_markdown(report: dict) -> str:
     """BENCHMARKS.md: the machine, the targets, then one table per measured item."""
     m, parts, summary = report["machine"], report["parts"], report["summary"]
+    kind = ("QUICK settings (tiny sizes, for tests): not a measurement of the package"
+            if report["settings"]["quick"] else "full settings")
     lines = [
         "# Benchmarks",
         "",
         f"Written by `{report['command']}` on {report['date']} (git {report['git_commit']}); "
-        f"{'QUICK settings (tiny sizes, for tests): not a measurement of the package' if report['settings']['quick'] else 'full settings'}.",
+        f"{kind}.",
         "Every figure is measured in this one run; ratios divide numbers of this run only. "
         "Medians over interleaved repetitions (every candidate once per round).",
         "",
@@ -990,11 +1034,18 @@ def render_markdown(report: dict) -> str:
               "| measurement | GFLOP/s |", "|---|---|"]
     for name, r in parts.items():
         if name.startswith("matmul"):
-            lines.append(f"| {name}: float32 {r['n']}³, median of {len(r['float32_gflops_samples'])} "
-                         f"| {r['float32_gflops']:.1f} |")
-            lines.append(f"| {name}: bfloat16 {r['n']}³ (information) | {r['bfloat16_gflops']:.1f} |")
-    lines.append(f"| **float32 rate used below** (median of all float32 samples) | "
+            lines.append(f"| {name}: float32 {r['n']}³, median of "
+                         f"{len(r['float32_gflops_samples'])} | {r['float32_gflops']:.1f} |")
+            lines.append(f"| {name}: bfloat16 {r['n']}³ (information) | "
+                         f"{r['bfloat16_gflops']:.1f} |")
+    lines.append(f"| **run-wide float32 rate** (median of the samples above) | "
                  f"**{_fmt(rate, '.1f')}** |")
+    for name, local in summary.get("yardsticks_gflops", {}).items():
+        lines.append(f"| float32 {report['settings']['matmul_size']}³ interleaved with the "
+                     f"candidates of {name} (used for its fractions) | {local:.1f} |")
+    lines += ["", "The CPU time a process gets on a shared machine changes from minute to "
+              "minute, so each part that reports fractions of the matmul rate measures the "
+              "matmul itself in the same rounds as its candidates and divides by that."]
 
     for name, r in parts.items():
         if not name.startswith("inference:"):
@@ -1005,7 +1056,9 @@ def render_markdown(report: dict) -> str:
                   f"{r['flops_per_image'] / 1e9:.2f} GFLOP/image, {r['parameters']:,} "
                   f"parameters)", "",
                   f"Batch-1 latency (median ms) and batch-{r['throughput_batch']} throughput, "
-                  "each also as the fraction of the matmul rate the model's FLOPs reach. "
+                  "each also as the fraction of the matmul rate the model's FLOPs reach "
+                  f"({_fmt(r.get('matmul_gflops'), '.1f')} GFLOP/s, measured in the same "
+                  "rounds). "
                   f"Agreement: against the float32 `tf.function` model on {r['agreement_images']} "
                   f"demo test images ({r['view']}), with fc8 refitted on "
                   f"{r['head_fit_images']} demo training images so the model is confident "
@@ -1046,7 +1099,9 @@ def render_markdown(report: dict) -> str:
         ms = summary["mining"]
         lines += ["", f"## 4. Triplet mining ({mining['anchors']:,} anchors, pools of "
                   f"{mining['pool']:,}, {mining['dim']}-d)", "",
-                  f"Useful work {mining['useful_flops'] / 1e9:.0f} GFLOP (2·N·M·D). The "
+                  f"Useful work {mining['useful_flops'] / 1e9:.0f} GFLOP (2·N·M·D); matmul "
+                  f"rate in the same rounds {_fmt(mining.get('matmul_gflops'), '.1f')} "
+                  "GFLOP/s. The "
                   f"per-anchor NumPy loop was timed on {mining['loop_subsample']} random "
                   f"anchors ({mining['loop_subsample_seconds']:.2f} s) and SCALED to all "
                   f"{mining['anchors']:,}; on that subsample it and `mine_triplets` disagree "
