@@ -165,6 +165,26 @@ class FusionSVM:
             return self.classes_[(scores > 0).astype(int)]
         return self.classes_[np.argmax(scores, axis=1)]
 
+    def class_scores(self, emb_kd, emb_triplet, num_classes: int) -> np.ndarray:
+        """Decision values laid out over class indices 0..num_classes-1, float64 (N, K).
+
+        Training, evaluation and the report all index scores by the package's class order,
+        not by the SVM's `classes_`: a class absent from training gets the lowest float32 value
+        (never the argmax, probability 0 after a softmax), and a two-class SVM's single score s
+        becomes (-s, s), scikit-learn's ranking. Same layout as `linear_map(num_classes)`.
+        """
+        decision = self.decision_function(emb_kd, emb_triplet)
+        if decision.ndim == 1:
+            decision = np.stack([-decision, decision], axis=1)
+        classes = np.asarray(self.classes_).astype(int)
+        if classes.min() < 0 or classes.max() >= num_classes:
+            raise ValueError(
+                f"FusionSVM.class_scores: classes {classes.tolist()} fall outside "
+                f"0..{num_classes - 1}")
+        scores = np.full((decision.shape[0], num_classes), np.finfo(np.float32).min, np.float64)
+        scores[:, classes] = decision
+        return scores
+
     def linear_map(self, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(W, b) with decision = concat(E_KD, E_triplet) @ W + b on RAW embeddings, float32.
 

@@ -288,23 +288,6 @@ def default_views(evaluable: Evaluable) -> tuple[str, ...]:
                      "on (--views=lower_half_visible for a student, full for a teacher)")
 
 
-def fusion_scores(svm, embeddings_kd, embeddings_triplet, num_classes: int) -> np.ndarray:
-    """The SVM's decision values over all `num_classes` classes, float64 (N, K).
-
-    A class the SVM never saw gets the lowest float32 value (never the argmax, probability 0
-    after the softmax); a two-class SVM's single score s becomes (-s, s), scikit-learn's ranking.
-    """
-    decision = svm.decision_function(embeddings_kd, embeddings_triplet)
-    if decision.ndim == 1:
-        decision = np.stack([-decision, decision], axis=1)
-    classes = np.asarray(svm.classes_).astype(int)
-    if classes.min() < 0 or classes.max() >= num_classes:
-        raise ValueError(f"fusion SVM classes {classes.tolist()} fall outside 0..{num_classes - 1}")
-    scores = np.full((decision.shape[0], num_classes), np.finfo(np.float32).min, np.float64)
-    scores[:, classes] = decision
-    return scores
-
-
 def _embeddings(model, prepared, split: str, view: str, batch_size: int) -> np.ndarray:
     from fer_distill.data.pipeline import make_dataset
     from fer_distill.evaluation.predictions import _input_size
@@ -324,7 +307,7 @@ def predict(evaluable: Evaluable, prepared, split: str, view: str,
     if evaluable.kind == CLASSIFIER:
         return predict_split(evaluable.models[0], prepared, split, view, batch_size=batch_size)
     kd, triplet = (_embeddings(m, prepared, split, view, batch_size) for m in evaluable.models)
-    scores = fusion_scores(evaluable.svm, kd, triplet, len(prepared.class_names))
+    scores = evaluable.svm.class_scores(kd, triplet, len(prepared.class_names))
     return {"index": np.arange(prepared.count(split), dtype=np.int64),
             "label": np.asarray(prepared.labels(split), dtype=np.int32),
             "pred": np.argmax(scores, axis=1).astype(np.int32),

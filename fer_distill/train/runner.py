@@ -394,7 +394,7 @@ def _fuse(config, prepared, loaded, workdir, chief) -> dict:
     results, paths = {}, {}
     for split in EVAL_SPLITS:
         split_rows = np.arange(prepared.count(split), dtype=np.int64)
-        scores = _class_scores(svm, *features(split, split_rows), num_classes)
+        scores = svm.class_scores(*features(split, split_rows), num_classes)
         predictions = {"index": split_rows,
                        "label": np.asarray(prepared.labels(split), dtype=np.int32),
                        "pred": np.argmax(scores, axis=1).astype(np.int32),
@@ -416,20 +416,6 @@ def _fuse(config, prepared, loaded, workdir, chief) -> dict:
         write_json(workdir / rundir.METRICS, metrics)
     _report(config, metrics)
     return metrics
-
-
-def _class_scores(svm, e_kd, e_triplet, num_classes: int) -> np.ndarray:
-    """The SVM's decision values laid out over all `num_classes` classes (float64).
-
-    A class the SVM never saw in training gets the lowest float32 value: never the argmax,
-    probability 0 after the softmax. Two-class SVMs give scores (-s, s) as scikit-learn ranks.
-    """
-    decision = svm.decision_function(e_kd, e_triplet)
-    if decision.ndim == 1:
-        decision = np.stack([-decision, decision], axis=1)
-    scores = np.full((decision.shape[0], num_classes), np.finfo(np.float32).min, np.float64)
-    scores[:, svm.classes_.astype(int)] = decision
-    return scores
 
 
 def _report(config: TrainConfig, metrics: dict) -> None:

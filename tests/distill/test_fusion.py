@@ -100,6 +100,27 @@ def test_two_classes_follow_sklearn_conventions():
     np.testing.assert_array_equal(np.argmax(scores, axis=1), model.predict(kd, tr))
 
 
+def test_class_scores_lay_decisions_out_by_class_index():
+    """A two-class SVM trained on classes 1 and 5: its score s becomes (-s, s) in those two
+    columns of 8, the classes it never saw get the lowest float32 score (never predicted), and
+    the layout equals the serving linear map's."""
+    kd, tr, y = _embeddings(seed=9, classes=2)
+    y = np.where(y == 0, 1, 5)
+    model = FusionSVM().fit(kd, tr, y)
+    s = model.decision_function(kd, tr)
+    scores = model.class_scores(kd, tr, 8)
+    assert scores.shape == (240, 8) and scores.dtype == np.float64
+    np.testing.assert_array_equal(scores[:, 1], -s)
+    np.testing.assert_array_equal(scores[:, 5], s)
+    np.testing.assert_array_equal(np.argmax(scores, axis=1), model.predict(kd, tr))
+    assert np.all(scores[:, [0, 2, 3, 4, 6, 7]] == np.finfo(np.float32).min)
+    w, b = model.linear_map(num_classes=8)
+    np.testing.assert_allclose(np.concatenate([kd, tr], axis=1) @ w + b, scores,
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="outside 0..3"):
+        model.class_scores(kd, tr, 4)
+
+
 def test_non_convergence_is_reported_not_hidden(tmp_path):
     kd, tr, y = _embeddings(seed=6)
     with pytest.warns(FusionConvergenceWarning, match="max_iter=2"):

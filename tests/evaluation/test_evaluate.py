@@ -240,20 +240,3 @@ def test_refuses_unfinished_runs_and_other_classes(tmp_path, data):
         (tmp_path / "broken").mkdir()
         (tmp_path / "broken" / "config.json").write_text("{")
         ev.evaluate(ev.EvaluateConfig(model=str(tmp_path / "broken")), verbose=False)
-
-
-def test_fusion_scores_cover_every_class():
-    """A two-class SVM's score s becomes (-s, s) in its two classes' columns; classes it never
-    saw get the lowest float32 score, so they are never predicted."""
-    class TwoClass:
-        classes_ = np.array([1, 5])
-
-        def decision_function(self, a, b):
-            return np.array([2.0, -1.0])
-
-    scores = ev.fusion_scores(TwoClass(), None, None, 8)
-    assert scores.shape == (2, 8)
-    np.testing.assert_array_equal(scores[:, 1], [-2.0, 1.0])
-    np.testing.assert_array_equal(scores[:, 5], [2.0, -1.0])
-    np.testing.assert_array_equal(np.argmax(scores, axis=1), [5, 1])
-    assert np.all(scores[:, [0, 2, 3, 4, 6, 7]] == np.finfo(np.float32).min)
