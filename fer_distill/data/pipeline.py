@@ -92,6 +92,25 @@ def _gather_fn(images: np.ndarray):
     return gather
 
 
+def to_view(raw, image_size: int, view: str | Mask = "full"):
+    """uint8 source images (B, H, W, C) -> float32 (B, S, S, 3) 0-255 in `view`.
+
+    The one batch transform of the package: bilinear resize to `image_size` (skipped, exactly,
+    when the source already has that size), grey repeated to 3 channels after the cheap resize,
+    then the occlusion view. `make_dataset` applies it to every gathered batch; the triplet step
+    applies it to the negatives it gathers from its pool, so both see identical pixels.
+    """
+    raw = tf.convert_to_tensor(raw)
+    height, width, channels = raw.shape[1:]
+    if (height, width) == (image_size, image_size):
+        full = tf.cast(raw, tf.float32)  # why: resizing to the same size must be exact
+    else:
+        full = tf.image.resize(raw, [image_size, image_size], method="bilinear")
+    if channels == 1:
+        full = tf.repeat(full, 3, axis=-1)  # grey to 3 equal channels, after the cheap resize
+    return occlude(full, resolve_view(view))
+
+
 def make_dataset(
     prepared: Prepared,
     split: str,
@@ -130,7 +149,6 @@ def make_dataset(
     images = prepared.images(split)
     labels = tf.constant(prepared.labels(split))
     rows = _rows(prepared, split, indices)
-    height, width, channels = images.shape[1:]
     gather = _gather_fn(images)
 
     if training:
@@ -150,13 +168,7 @@ def make_dataset(
         batches = tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
 
     def load(index):
-        raw = gather(index)
-        if (height, width) == (image_size, image_size):
-            full = tf.cast(raw, tf.float32)  # why: resizing to the same size must be exact
-        else:
-            full = tf.image.resize(raw, [image_size, image_size], method="bilinear")
-        if channels == 1:
-            full = tf.repeat(full, 3, axis=-1)  # grey to 3 equal channels, after the cheap resize
+        full = to_view(gather(index), image_size, "full")
         out = {}
         if "full" in views:
             out["full"] = full

@@ -47,7 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fer_distill.data.occlusion import occlude
+from fer_distill.data.pipeline import to_view
 from fer_distill.distill.mining import DEFAULT_CHUNK_SIZE, TripletMiner
 from fer_distill.distill.triplet import triplet_loss
 from fer_distill.models import embedding_model
@@ -65,23 +65,6 @@ def mining_subset(rows, fraction: float, seed: int, epoch: int) -> np.ndarray:
     size = max(1, int(round(len(rows) * fraction)))
     rng = np.random.default_rng([int(seed), int(epoch), MINING_STREAM])
     return np.sort(rng.choice(rows, size=size, replace=False))
-
-
-def to_view(raw, image_size: int, occlusion="lower_half_visible"):
-    """uint8 source images (B, H, W, C) -> float32 (B, S, S, 3) 0-255 in the `occlusion` view.
-
-    The same steps, in the same order, as `fer_distill.data.pipeline.make_dataset` applies to a
-    gathered batch (resize, grey to three channels, occlude); tests check both agree.
-    """
-    raw = tf.convert_to_tensor(raw)
-    height, width, channels = raw.shape[1:]
-    if (height, width) == (image_size, image_size):
-        full = tf.cast(raw, tf.float32)
-    else:
-        full = tf.image.resize(raw, [image_size, image_size], method="bilinear")
-    if channels == 1:
-        full = tf.repeat(full, 3, axis=-1)
-    return occlude(full, occlusion)
 
 
 class TripletModel(keras.Model):
