@@ -8,6 +8,8 @@ to, all stop the run with a message naming the file and what was expected.
 from __future__ import annotations
 
 import json
+import warnings
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +21,10 @@ from fer_distill.train.execution import dtype_policy
 
 SCRATCH = "scratch"
 
+# The class names a MatConvNet file records (meta.classes), by the network loaded from it: a
+# .mat carries no config.json, so this is the only way `check_classes` can see them.
+_MAT_CLASS_NAMES: "weakref.WeakKeyDictionary[keras.Model, list[str]]" = weakref.WeakKeyDictionary()
+
 
 def load_network(path, *, role: str, arch: str) -> keras.Model:
     """Loads a `.keras` or MatConvNet `.mat` network and checks it is an `arch` network.
@@ -28,9 +34,16 @@ def load_network(path, *, role: str, arch: str) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{role} file {path} not found")
-    kwargs = {"compile": False} if path.suffix == ".keras" else {}
     try:
-        model = models.load_model(path, **kwargs)
+        if path.suffix == ".mat":
+            from fer_distill.models.matconvnet import read_matconvnet, to_keras
+
+            network = read_matconvnet(path)
+            model = to_keras(network)
+            if network.class_names:
+                _MAT_CLASS_NAMES[model] = list(network.class_names)
+        else:
+            model = models.load_model(path, compile=False)
     except (ValueError, OSError) as error:
         raise ValueError(f"{role} file {path} could not be loaded: {error}") from None
     try:
@@ -53,6 +66,9 @@ def check_classes(model: keras.Model, path, *, role: str, class_names: Sequence[
         raise ValueError(
             f"{role} file {path}: its classifier fc8 has {width} outputs, the data set has "
             f"{len(class_names)} classes {list(class_names)}")
+    if model in _MAT_CLASS_NAMES:
+        _check_mat_class_names(_MAT_CLASS_NAMES[model], path, role=role,
+                               class_names=class_names)
     run_config = Path(path).parent / "config.json"
     if run_config.is_file():
         try:
@@ -63,6 +79,29 @@ def check_classes(model: keras.Model, path, *, role: str, class_names: Sequence[
             raise ValueError(
                 f"{role} file {path} was trained on classes {recorded} ({run_config}); the "
                 f"data set has {list(class_names)}")
+
+
+def _check_mat_class_names(recorded: Sequence[str], path, *, role: str,
+                           class_names: Sequence[str]) -> None:
+    """A MatConvNet-trained 8-way network must list the data set's classes in its order.
+
+    The same names in another order would convert cleanly and score silently wrong, so that
+    is an error. Names that are not class names at all (MatConvNet's cnn_train often stores
+    '1'..'8' or WordNet ids) cannot be checked: the order is then assumed, and said so.
+    """
+    names = [str(name).strip().lower() for name in recorded]
+    expected = [str(name).lower() for name in class_names]
+    if names == expected or len(names) != len(expected):
+        return  # a width mismatch is reported by the caller with the file's head width
+    if sorted(names) == sorted(expected):
+        raise ValueError(
+            f"{role} file {path} lists its classes as {list(recorded)}; the data set's order is "
+            f"{list(class_names)}: fc8's outputs would be read as the wrong classes. Reorder "
+            f"fc8 (or the file's meta.classes) to that order")
+    warnings.warn(
+        f"{role} file {path} names its classes {list(recorded)}, which are not the data set's "
+        f"class names; fc8's outputs are assumed to be in the order {list(class_names)}",
+        stacklevel=3)
 
 
 def input_size(model: keras.Model) -> int:

@@ -80,3 +80,30 @@ def test_matconvnet_files_load_and_name_their_architecture(files):
     assert loaded.name == "mini" and loaded.output_shape == (None, 8)
     with pytest.raises(ValueError, match="holds a mini network, but this run is vgg_f"):
         load_network(path, role="init", arch="vgg_f")
+
+
+def test_matconvnet_class_order_is_checked_against_the_data_set(files):
+    """A MatConvNet-trained 8-way file lists its classes in meta.classes: the data set's order
+    passes, the same names reordered is refused (it would score silently wrong), and names
+    that are not class names (cnn_train's '1'..'8') pass with a warning that says the order
+    is assumed."""
+    from fer_distill.data.classes import CLASS_NAMES
+    from fer_distill.models.matconvnet import save_matconvnet
+    from fer_distill.train.networks import check_classes
+
+    model = keras.saving.load_model(files["eight"], compile=False)
+    cases = {"same": list(CLASS_NAMES), "swapped": [CLASS_NAMES[1], CLASS_NAMES[0],
+                                                     *CLASS_NAMES[2:]],
+             "numbers": [str(i + 1) for i in range(8)]}
+    loaded = {}
+    for name, names in cases.items():
+        path = files["root"] / f"classes-{name}.mat"
+        save_matconvnet(model, path, layout="beta17", class_names=names)
+        loaded[name] = (load_network(path, role="teacher", arch="mini"), path)
+
+    check_classes(*loaded["same"], role="teacher", class_names=CLASS_NAMES)
+    with pytest.raises(ValueError, match=r"classes-swapped\.mat lists its classes as "
+                                         r"\['happiness', 'neutral'"):
+        check_classes(*loaded["swapped"], role="teacher", class_names=CLASS_NAMES)
+    with pytest.warns(UserWarning, match=r"classes-numbers\.mat names its classes.*assumed"):
+        check_classes(*loaded["numbers"], role="teacher", class_names=CLASS_NAMES)
