@@ -1,5 +1,8 @@
 """Atomic outputs: a failed run never leaves a half-written file looking finished.
 
+(`read_json` is `write_json`'s counterpart: the package's JSON records read back with errors
+that name the file.)
+
 Every model, data set, report or results file the package writes goes through `atomic_path`:
 the writer fills a temporary sibling, which is renamed over the target only when the writer
 returned without an exception. A rename within one directory is atomic on POSIX, so a reader
@@ -65,6 +68,24 @@ def write_text(target: str | os.PathLike, text: str) -> Path:
 def write_json(target: str | os.PathLike, obj: Any) -> Path:
     """Writes `obj` as indented JSON atomically (keys kept in insertion order)."""
     return write_text(target, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> dict:
+    """Reads a JSON object; a missing file, bad JSON or a non-object is an error naming `path`.
+
+    `what` says what the file should have been ("run config", "evaluation results"), so the
+    message tells the user which of the package's records is missing or broken.
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} not found") from None
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _json_default(obj: Any) -> Any:

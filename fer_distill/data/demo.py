@@ -21,7 +21,6 @@ every machine; `tests/data/test_demo.py` pins their SHA-256.
 """
 from __future__ import annotations
 
-import csv
 import io
 import os
 from pathlib import Path

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fer_distill.atomic import write_json
+from fer_distill.atomic import read_json, write_json
 from fer_distill.evaluation import metrics as metrics_lib
 from fer_distill.evaluation.predictions import (load_predictions, predict_split,
                                                 predictions_path, save_predictions, softmax)
@@ -163,13 +162,7 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
+    return read_json(path, what="run config")
 
 
 def _load_network(path: Path):
@@ -434,15 +427,10 @@ def summarize(predictions: Mapping[str, np.ndarray], class_names: Sequence[str])
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
     """Reads one results JSON written by `evaluate`, checking its format."""
     path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"evaluation results {path} not found") from None
-    except ValueError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
+    record = read_json(path, what="evaluation results")
+    if record.get("format") != FORMAT:
         raise ValueError(f"{path}: not an evaluation results file (format "
-                         f"{record.get('format') if isinstance(record, dict) else None!r}, "
+                         f"{record.get('format')!r}, "
                          f"expected {FORMAT!r})")
     for key in ("dataset", "split", "view", "accuracy", "count", "model", "files"):
         if key not in record:

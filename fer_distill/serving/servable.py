@@ -13,7 +13,6 @@ caller must say (`view=`); a given `view` overrides the record, and a warning sa
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fer_distill.atomic import read_json
 from fer_distill.data.classes import CLASS_NAMES
 from fer_distill.data.occlusion import resolve_view
 
@@ -99,14 +99,7 @@ class Servable:
 
 
 def _read_config(run: Path) -> dict[str, Any]:
-    path = run / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
+    return read_json(run / CONFIG_FILE, what="run config")
 
 
 def _choose_view(view: str | None, recorded: str | None, where: str) -> str:

@@ -41,10 +41,10 @@ Where the paper is silent, chosen here and why:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from pathlib import Path
 from typing import Any
+
+from fer_distill.atomic import read_json
 
 STAGES = ("teacher", "student", "eyes", "kd", "triplet", "fuse")
 ARCHITECTURES = ("vgg_f", "vgg_face", "mini")
@@ -312,11 +312,4 @@ def paper_defaults(stage: str, arch: str) -> dict[str, Any]:
 
 def load_config(path: str | os.PathLike) -> TrainConfig:
     """Reads a run's config.json back into a TrainConfig."""
-    path = Path(path)
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"run config {path} not found") from None
-    except ValueError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(read_json(path, what="run config"))
