@@ -337,26 +337,18 @@ def _triplet_trainer(config, prepared, loaded, rows, size, policy, workdir, chie
 # ------------------------------------------------------------------------------------------
 
 def _finish(config, prepared, student, summary, workdir, chief) -> dict:
-    from fer_distill.evaluation import metrics as metrics_lib
-    from fer_distill.evaluation.predictions import (predict_split, predictions_path,
-                                                    save_predictions)
+    from fer_distill.evaluation.predictions import predict_split
 
     # A float32, uncompiled copy: the file carries no optimizer state and no mixed policy.
     final = nets.under_policy(student, "float32", copy=True)
     if chief:
         with atomic_path(workdir / rundir.MODEL) as tmp:
             final.save(tmp)
-    results, paths = {}, {}
-    for split in EVAL_SPLITS:
-        predictions = predict_split(final, prepared, split, config.view,
+    results, paths = _evaluate_splits(
+        config, prepared, workdir, chief,
+        lambda split: predict_split(final, prepared, split, config.view,
                                     batch_size=config.eval_batch_size,
-                                    verbose=1 if config.verbose else 0)
-        path = predictions_path(workdir, split, config.view)
-        if chief:
-            save_predictions(path, predictions)
-        results[split] = metrics_lib.summary(predictions["label"], predictions["pred"],
-                                             prepared.class_names)
-        paths[split] = str(path.relative_to(workdir))
+                                    verbose=1 if config.verbose else 0))
     metrics = {"stage": config.stage, "arch": config.arch, "dataset": prepared.dataset,
                "view": config.view, "test": results["test"], "validation": results["validation"],
                **summary, "model": rundir.MODEL, "predictions": paths}
@@ -369,9 +361,7 @@ def _finish(config, prepared, student, summary, workdir, chief) -> dict:
 def _fuse(config, prepared, loaded, workdir, chief) -> dict:
     from fer_distill.distill.fusion import FusionSVM
     from fer_distill.distill.triplet_model import embed
-    from fer_distill.evaluation import metrics as metrics_lib
-    from fer_distill.evaluation.predictions import (predictions_path, save_predictions,
-                                                    softmax)
+    from fer_distill.evaluation.predictions import softmax
     from fer_distill.models import embedding_model
 
     size = loaded["image_size"]
@@ -391,20 +381,16 @@ def _fuse(config, prepared, loaded, workdir, chief) -> dict:
     if chief:
         svm.save(workdir / rundir.FUSION)
     num_classes = len(prepared.class_names)
-    results, paths = {}, {}
-    for split in EVAL_SPLITS:
+
+    def predict(split):
         split_rows = np.arange(prepared.count(split), dtype=np.int64)
         scores = svm.class_scores(*features(split, split_rows), num_classes)
-        predictions = {"index": split_rows,
-                       "label": np.asarray(prepared.labels(split), dtype=np.int32),
-                       "pred": np.argmax(scores, axis=1).astype(np.int32),
-                       "probs": softmax(scores), "scores": scores.astype(np.float32)}
-        path = predictions_path(workdir, split, config.view)
-        if chief:
-            save_predictions(path, predictions)
-        results[split] = metrics_lib.summary(predictions["label"], predictions["pred"],
-                                             prepared.class_names)
-        paths[split] = str(path.relative_to(workdir))
+        return {"index": split_rows,
+                "label": np.asarray(prepared.labels(split), dtype=np.int32),
+                "pred": np.argmax(scores, axis=1).astype(np.int32),
+                "probs": softmax(scores), "scores": scores.astype(np.float32)}
+
+    results, paths = _evaluate_splits(config, prepared, workdir, chief, predict)
     metrics = {"stage": "fuse", "arch": config.arch, "dataset": prepared.dataset,
                "view": config.view, "test": results["test"], "validation": results["validation"],
                "epochs_run": 0, "train_seconds": seconds, "num_train_examples": len(rows),
@@ -416,6 +402,24 @@ def _fuse(config, prepared, loaded, workdir, chief) -> dict:
         write_json(workdir / rundir.METRICS, metrics)
     _report(config, metrics)
     return metrics
+
+
+def _evaluate_splits(config, prepared, workdir, chief, predict) -> tuple[dict, dict]:
+    """Runs `predict(split)` on every evaluation split, saves the per-image predictions (the
+    chief only) and returns ({split: metrics summary}, {split: predictions file})."""
+    from fer_distill.evaluation import metrics as metrics_lib
+    from fer_distill.evaluation.predictions import predictions_path, save_predictions
+
+    results, paths = {}, {}
+    for split in EVAL_SPLITS:
+        predictions = predict(split)
+        path = predictions_path(workdir, split, config.view)
+        if chief:
+            save_predictions(path, predictions)
+        results[split] = metrics_lib.summary(predictions["label"], predictions["pred"],
+                                             prepared.class_names)
+        paths[split] = str(path.relative_to(workdir))
+    return results, paths
 
 
 def _report(config: TrainConfig, metrics: dict) -> None:
