@@ -2,7 +2,7 @@
 
 Usage:
 
-  python -m experiments.benchmark                      # the full run (about 30-40 min on 2 cores)
+  python -m experiments.benchmark                      # the full run (12-20 min on 2 cores)
   python -m experiments.benchmark --quick --output_dir=/tmp/bench   # seconds-long, for tests
   python -m experiments.benchmark --train_archs=vgg_f     # skip the VGG-face training steps
   python -m experiments.benchmark --parts=matmul,mining --output_dir=/tmp/bench  # some parts
