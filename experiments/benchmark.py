@@ -3,7 +3,7 @@
 Usage:
 
   python -m experiments.benchmark                      # the full run (12-20 min on 2 cores)
-  python -m experiments.benchmark --quick --output_dir=/tmp/bench   # seconds-long, for tests
+  python -m experiments.benchmark --quick --jobs=2 --output_dir=/tmp/bench   # a smoke test
   python -m experiments.benchmark --train_archs=vgg_f     # skip the VGG-face training steps
   python -m experiments.benchmark --parts=matmul,mining --output_dir=/tmp/bench  # some parts
 
@@ -35,6 +35,9 @@ flags.DEFINE_list("inference_archs", [], "Architectures for inference (default: 
                   "vgg_face; mini with --quick).", **_ANY)
 flags.DEFINE_list("train_archs", [], "Architectures for training steps (default: vgg_f, vgg_face; "
                   "mini with --quick).", **_ANY)
+flags.DEFINE_integer("jobs", 1, "Parts run at once. Keep 1 for measurements: concurrent "
+                     "parts share the CPU and spoil each other's timings; 2 makes --quick "
+                     "smoke tests faster.", **_ANY)
 flags.DEFINE_multi_string("note", [], "A note to print under the tables (repeatable).",
                           **_ANY)
 
@@ -60,7 +63,8 @@ def main(argv):
                                  f"(known: {sorted(settings.train_batch)})")
     command = "python -m experiments.benchmark " + " ".join(sys.argv[1:])
     report = benchmark.run_benchmark(settings, FLAGS.output_dir, command=command.strip(),
-                                     parts=FLAGS.parts or None, notes=FLAGS.note)
+                                     parts=FLAGS.parts or None, notes=FLAGS.note,
+                                     jobs=FLAGS.jobs)
     for target in report["summary"]["targets"]:
         met = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
         measured = target["measured"]

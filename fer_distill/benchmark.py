@@ -266,7 +266,7 @@ def _demo(s: Settings, scratch: Path):
     from fer_distill.data.demo import prepare_demo
     from fer_distill.data.prepared import read_prepared
 
-    path = scratch / "demo"
+    path = scratch / "demo"  # one per inference part's scratch: parts may run at once
     if not (path / "summary.json").is_file():
         prepare_demo(path, sizes=dict(s.demo_sizes), seed=0)
     return read_prepared(path)
@@ -389,7 +389,7 @@ def measure_inference(s: Settings, scratch: Path, arch: str) -> dict:
     size = s.arch_size(arch)
     keras.utils.set_random_seed(0)
     model = build(arch, 8, **({"input_size": size} if arch == "mini" else {}))
-    prepared = _demo(s, scratch)
+    prepared = _demo(s, scratch / f"inference_{arch}")
     fit_rows = np.arange(min(s.head_fit_images[arch], prepared.count("train")))
     head_accuracy = fit_head(model, prepared, fit_rows, size, view)
     test_rows = np.arange(min(s.agreement_images[arch], prepared.count("test")))
@@ -742,12 +742,12 @@ def _child_main(argv) -> None:
     write_json(argv[1], result)
 
 
-def run_part(part: str, s: Settings, scratch: Path) -> dict:
+def run_part(part: str, s: Settings, scratch: Path, tag: str | None = None) -> dict:
     """Runs `measure(part)` in a fresh Python process and returns its result, with the
-    process's own peak resident memory (`peak_rss_mb`)."""
+    process's own peak resident memory (`peak_rss_mb`). `tag` names its files in `scratch`."""
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    tag = part.replace(":", "_")
+    tag = (tag or part).replace(":", "_").replace("@", "_")
     request, result = scratch / f"{tag}.request.json", scratch / f"{tag}.result.json"
     write_json(request, {"part": part, "settings": dataclasses.asdict(s),
                          "scratch": str(scratch)})
@@ -999,6 +999,9 @@ def render_markdown(report: dict) -> str:
     m, parts, summary = report["machine"], report["parts"], report["summary"]
     kind = ("QUICK settings (tiny sizes, for tests): not a measurement of the package"
             if report["settings"]["quick"] else "full settings")
+    if report.get("jobs", 1) > 1:
+        kind += (f"; {report['jobs']} parts ran at once, so their timings disturbed each "
+                 "other")
     lines = [
         "# Benchmarks",
         "",
@@ -1154,30 +1157,41 @@ def render_markdown(report: dict) -> str:
 
 def run_benchmark(s: Settings, output_dir: str | os.PathLike, *, command: str,
                   parts: list[str] | None = None, notes: list[str] | None = None,
-                  log: Callable[[str], None] = print) -> dict:
+                  jobs: int = 1, log: Callable[[str], None] = print) -> dict:
     """Runs every part (each in its own process), writes BENCHMARKS.md and benchmarks.json
-    into `output_dir` atomically, and returns the report."""
+    into `output_dir` atomically, and returns the report.
+
+    `jobs` > 1 runs that many parts at once: for smoke tests of the quick settings only, since
+    concurrent parts share the CPU and spoil each other's timings (the report says so).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     output_dir = Path(output_dir)
     parts = list(parts or default_parts(s))
+    keys: list[str] = []
+    for part in parts:  # a part named twice (the closing matmul) is recorded as part@end
+        keys.append(part if part not in keys else f"{part}@end")
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="fer_distill_benchmark_") as scratch:
-        for part in parts:
-            key = part
-            if key in results:  # the closing matmul
-                key = f"{part}@end"
-            log(f"benchmark: {key} ...")
-            results[key] = run_part(part, s, Path(scratch))
-            log(f"benchmark: {key} done in {results[key]['seconds']:.0f} s, peak "
-                f"{results[key]['peak_rss_mb']:.0f} MB")
+
+    def one(part: str, key: str, scratch: str) -> dict:
+        log(f"benchmark: {key} ...")
+        result = run_part(part, s, Path(scratch), tag=key)
+        log(f"benchmark: {key} done in {result['seconds']:.0f} s, peak "
+            f"{result['peak_rss_mb']:.0f} MB")
+        return result
+
+    with tempfile.TemporaryDirectory(prefix="fer_distill_benchmark_") as scratch, \
+            ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
+        futures = [pool.submit(one, part, key, scratch) for part, key in zip(parts, keys)]
+        results = {key: future.result() for key, future in zip(keys, futures)}
     report = {
         "format": FORMAT,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command, "git_commit": _git_commit(), "machine": machine(),
         "settings": dataclasses.asdict(s), "load_average_start": load_start,
         "load_average_end": os.getloadavg()[0], "seconds": time.perf_counter() - started,
-        "parts": results, "notes": list(notes or []),
+        "jobs": max(1, int(jobs)), "parts": results, "notes": list(notes or []),
     }
     report["summary"] = summarise(results)
     write_json(output_dir / JSON_FILE, report)

@@ -1,8 +1,8 @@
 """experiments/benchmark.py --quick end to end: both files, every row, ratios from the numbers.
 
-One quick run (every part in its own process, ~45 s on 2 cores) is shared by the tests of this
-module. No test looks at a speed: they check that the report holds every row and that every
-ratio in it is the quotient of numbers measured in the same run.
+One quick run (every part in its own process, two at a time: ~45 s on 2 cores) is shared by
+the tests of this module. No test looks at a speed: they check that the report holds every row
+and that every ratio in it is the quotient of numbers measured in the same run.
 """
 import json
 import statistics
@@ -26,7 +26,7 @@ def quick_run(tmp_path_factory):
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
     out = tmp_path_factory.mktemp("bench")
-    with flagsaver.flagsaver(quick=True, output_dir=str(out), note=["a test run"]):
+    with flagsaver.flagsaver(quick=True, output_dir=str(out), note=["a test run"], jobs=2):
         binary.main(["benchmark"])
     report = json.loads((out / benchmark.JSON_FILE).read_text(encoding="utf-8"))
     markdown = (out / benchmark.MARKDOWN_FILE).read_text(encoding="utf-8")
@@ -41,6 +41,7 @@ def test_writes_both_files_and_nothing_half_written(quick_run):
     assert report["settings"]["quick"] is True
     assert markdown.startswith("# Benchmarks")
     assert "QUICK settings" in markdown
+    assert "2 parts ran at once" in markdown and report["jobs"] == 2
     assert "- a test run" in markdown
     machine = report["machine"]
     assert f"| CPU | {machine['cpu']} |" in markdown
