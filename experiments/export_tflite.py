@@ -14,8 +14,9 @@ short summary. Run it from Python with `fer_distill.serving.tflite.load_predicto
 `Predictor` that `predict_files` accepts.
 
 Why: with the default `dynamic_range` (int8 weights, XNNPACK) VGG-f answers for one face in
-about a third of the time the plain Keras model takes, at 99 %+ top-1 agreement with float32
-(BENCHMARKS.md measures both on this machine). `none` keeps float32 numerics exactly.
+about a sixth of the time a plain Keras call takes (a third of a `tf.function`'s), at 99 %+
+top-1 agreement with float32 (BENCHMARKS.md measures both on its machine). `none` keeps
+float32 numerics up to rounding.
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ and at batch 1 VGG-f is bound by memory traffic, not arithmetic: every call read
 weights (56.8 M parameters, 227 MB in float32; fc6 alone is 151 MB) to multiply them with one
 image. TensorFlow's graph executor adds per-op overhead on top. The TFLite interpreter with its
 default XNNPACK delegate removes the overhead, and post-training "dynamic range" quantisation
-stores the weights as int8 (4x less to read) while activations stay floating point (XNNPACK
-quantises them on the fly, per call). `BENCHMARKS.md` measures every variant against the plain
+stores the weights as int8 (4x less to read) while activations stay floating point (the
+interpreter quantises them on the fly, per call). `BENCHMARKS.md` measures every variant against the plain
 Keras model and reports its agreement with the float32 model.
 
 `export_tflite(servable, "DIR")` writes, atomically, a directory:
@@ -24,7 +24,7 @@ Keras model and reports its agreement with the float32 model.
 Quantisation choices (`QUANTIZATIONS`):
 - "none": float32 weights; XNNPACK computes what TensorFlow computes up to float rounding
   (export checks probabilities within 1e-5 of the in-memory graph, or refuses to write).
-- "dynamic_range" (default): int8 weights, per-channel scales; activations quantised per call.
+- "dynamic_range" (default): int8 weights; activations quantised per call.
   Changes numerics a little: the benchmark reports top-1 agreement and the largest probability
   difference against float32 on the demo test set.
 - "float16": float16 weights, dequantised to float32 when the interpreter loads them (half the
