@@ -21,6 +21,8 @@ import time
 
 from absl import app, flags
 
+from experiments.flagconfig import given_fields
+
 FLAGS = flags.FLAGS
 # allow_override: the test suite imports every binary into one process, where generic names
 # (--data, --batch_size, --steps, ...) would otherwise clash with other binaries' flags.
@@ -82,9 +84,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.data:
         raise app.UsageError("--data is required")
-    run(BenchmarkConfig(data=FLAGS.data, split=FLAGS.split, batch_size=FLAGS.batch_size,
-                        image_size=FLAGS.image_size, steps=FLAGS.steps, warmup=FLAGS.warmup,
-                        occlusion=FLAGS.occlusion))
+    run(BenchmarkConfig(**given_fields(BenchmarkConfig)))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import sys
 
 from absl import app, flags
 
+from experiments.flagconfig import given_flags
+
 FLAGS = flags.FLAGS
 # allow_override: the test suite imports every binary into one process (docs/DESIGN.md,
 # "Binaries"); only flags that were set are read, the rest keep EvaluateConfig's defaults.
@@ -58,7 +60,7 @@ def config_from_flags(argv=None):
     from fer_distill.evaluation.evaluate import EvaluateConfig
     from fer_distill.evaluation.report import flagfiles_in
 
-    given = {name: FLAGS[name].value for name in _NAMES if not FLAGS[name].using_default_value}
+    given = given_flags(_NAMES)
     if not given.get("model"):
         raise app.UsageError("--model must be given")
     if "views" in given:

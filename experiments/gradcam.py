@@ -21,6 +21,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from experiments.flagconfig import given_fields
+
 FLAGS = flags.FLAGS
 # allow_override: the test suite imports every binary into one process, where generic names
 # (--model, --data, --split, --output) would otherwise clash with other binaries' flags.
@@ -104,14 +106,15 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.model or not FLAGS.output:
         raise app.UsageError("--model and --output are required")
-    try:
-        indices = tuple(int(i) for i in FLAGS.indices)
-    except ValueError:
-        raise app.UsageError(f"--indices must be integers, got {FLAGS.indices}") from None
-    config = GradCAMConfig(model=FLAGS.model, output=FLAGS.output, view=FLAGS.view,
-                           data=FLAGS.data, split=FLAGS.split, indices=indices,
-                           images=tuple(FLAGS.images) if FLAGS.images else None,
-                           explain=FLAGS.explain, layer=FLAGS.layer)
+    values = given_fields(GradCAMConfig)
+    if "indices" in values:
+        try:
+            values["indices"] = tuple(int(i) for i in values["indices"])
+        except ValueError:
+            raise app.UsageError(f"--indices must be integers, got {FLAGS.indices}") from None
+    if values.get("images"):
+        values["images"] = tuple(values["images"])
+    config = GradCAMConfig(**values)
     print(run(config))
 
 

@@ -29,6 +29,8 @@ import json
 
 from absl import app, flags, logging
 
+from experiments.flagconfig import given_fields
+
 FLAGS = flags.FLAGS
 # allow_override: the test suite imports every binary into one process, where generic names
 # (--model, --output, --view, --batch_size) would otherwise clash with other binaries' flags.
@@ -88,10 +90,7 @@ def main(argv):
         raise app.UsageError("--model is required")
     if len(argv) < 2:
         raise app.UsageError("give at least one image file, folder or video file")
-    config = PredictConfig(model=FLAGS.model, paths=tuple(argv[1:]), output=FLAGS.output,
-                           view=FLAGS.view, no_detect=FLAGS.no_detect,
-                           every_nth_frame=FLAGS.every_nth_frame, batch_size=FLAGS.batch_size,
-                           annotate_dir=FLAGS.annotate_dir, progress=FLAGS.progress)
+    config = PredictConfig(**given_fields(PredictConfig), paths=tuple(argv[1:]))
     print(json.dumps(run(config), indent=2))
 
 

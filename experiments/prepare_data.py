@@ -34,6 +34,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from experiments.flagconfig import given_fields
+
 FLAGS = flags.FLAGS
 # allow_override: the test suite imports every binary into one process, where generic names
 # (--output, --seed, --workers, ...) would otherwise clash with other binaries' flags.
@@ -150,8 +152,7 @@ def run(config: PrepareConfig, out=None) -> dict:
 
 
 def config_from_flags() -> PrepareConfig:
-    names = [f.name for f in dataclasses.fields(PrepareConfig)]
-    return PrepareConfig(**{name: getattr(FLAGS, name) for name in names})
+    return PrepareConfig(**given_fields(PrepareConfig))
 
 
 def main(argv):

@@ -50,10 +50,10 @@ or --strategy=multi_worker (TF_CONFIG on every worker); --batch_size is the glob
 """
 from __future__ import annotations
 
-import dataclasses
 
 from absl import app, flags
 
+from experiments.flagconfig import given_fields
 from fer_distill.train.config import (ARCHITECTURES, HEAD_RULES, MIXED_PRECISION_POLICIES,
                                       STAGES, STRATEGIES, TEACHER_MODES, TrainConfig)
 
@@ -147,8 +147,7 @@ REQUIRED = ("stage", "arch", "data", "workdir")
 
 def config_from_flags() -> TrainConfig:
     """The TrainConfig the set flags describe; unset flags keep TrainConfig's defaults."""
-    given = {field.name: FLAGS[field.name].value for field in dataclasses.fields(TrainConfig)
-             if not FLAGS[field.name].using_default_value}
+    given = given_fields(TrainConfig)
     missing = [f"--{name}" for name in REQUIRED if given.get(name) is None]
     if missing:
         # why not flags.mark_flags_as_required: its validators would fail every other
