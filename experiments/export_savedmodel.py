@@ -17,6 +17,10 @@ settings; prints a short summary. Serve it with
     curl -d '{"instances": [{"b64": "<base64 of a JPEG face crop>"}]}' \
         localhost:8501/v1/models/fer:predict
 
+`--precision=bfloat16` stores the networks' weights in bfloat16 (fer_distill/serving/
+precision.py): several times faster on CPUs with AMX or AVX512-BF16, at a small change in the
+numbers (BENCHMARKS.md measures both and their top-1 agreement); float32 is the default.
+
 `serving_default` takes encoded JPEG/PNG face crops of any size and returns `probabilities`,
 `class_id`, `class_name`, `embedding` and `logits` (`decision` for the fused SVM, whose
 `probabilities` are a softmax of SVM scores, not calibrated probabilities); `predict_images`
@@ -28,6 +32,8 @@ import dataclasses
 import json
 
 from absl import app, flags
+
+from experiments.flagconfig import given_fields
 
 FLAGS = flags.FLAGS
 # allow_override: the test suite imports every binary into one process, where generic names
@@ -42,6 +48,9 @@ flags.DEFINE_string("kd_student", None, "Fusion only: the KD student (run direct
                     "instead of the one named in the fuse run's config.json.", **_ANY)
 flags.DEFINE_string("triplet_student", None, "Fusion only: the triplet student (run directory "
                     "or .keras).", **_ANY)
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
+                  "Weights of the exported networks: float32 (exact) or bfloat16 (faster on "
+                  "CPUs with AMX/AVX512-BF16; numbers change slightly).", **_ANY)
 flags.DEFINE_bool("verify", True, "Reload the written model and check both signatures "
                   "against the in-memory model before moving it into place.", **_ANY)
 
@@ -53,6 +62,7 @@ class ExportConfig:
     view: str | None = None
     kd_student: str | None = None
     triplet_student: str | None = None
+    precision: str = "float32"
     verify: bool = True
 
 
@@ -63,10 +73,17 @@ def run(config: ExportConfig) -> dict:
 
     servable = load_servable(config.model, view=config.view, kd_student=config.kd_student,
                              triplet_student=config.triplet_student)
+    if config.precision == "bfloat16":
+        from fer_distill.serving.precision import bfloat16_servable
+
+        servable = bfloat16_servable(servable)
+    elif config.precision != "float32":
+        raise ValueError(f"precision must be float32 or bfloat16, got {config.precision!r}")
     servable.source["export_config"] = dataclasses.asdict(config)
     path = export_savedmodel(servable, config.output, verify=config.verify)
     metadata = read_metadata(path)
     return {"output": str(path), "kind": metadata["kind"], "view": metadata["view"],
+            "precision": config.precision,
             "input_sizes": metadata["input_sizes"],
             "embedding_size": metadata["embedding_size"]}
 
@@ -76,9 +93,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.model or not FLAGS.output:
         raise app.UsageError("--model and --output are required")
-    config = ExportConfig(model=FLAGS.model, output=FLAGS.output, view=FLAGS.view,
-                          kd_student=FLAGS.kd_student, triplet_student=FLAGS.triplet_student,
-                          verify=FLAGS.verify)
+    config = ExportConfig(**given_fields(ExportConfig))
     print(json.dumps(run(config), indent=2))
 
 

@@ -7,7 +7,8 @@
         --every_nth_frame=10 --annotate_dir=annotated/ --output=p.csv session.avi
 
 Reads: --model, a run directory, fuse run, .keras/.mat file (with --view when no config.json
-lies beside it) or a SavedModel exported by experiments.export_savedmodel (its view is fixed);
+lies beside it), a SavedModel exported by experiments.export_savedmodel, or a TFLite directory
+exported by experiments.export_tflite (their view is fixed);
 then every path given: image files, folders (searched recursively for image and video files),
 video files (OpenCV; frames 0, n, 2n, ... with --every_nth_frame=n).
 Writes: --output, one CSV row per face (file, frame, face, x, y, w, h, status, class,
@@ -35,8 +36,8 @@ FLAGS = flags.FLAGS
 # allow_override: the test suite imports every binary into one process, where generic names
 # (--model, --output, --view, --batch_size) would otherwise clash with other binaries' flags.
 _ANY = {"allow_override": True}
-flags.DEFINE_string("model", None, "Run directory, fuse run, .keras/.mat file or exported "
-                    "SavedModel directory.", **_ANY)
+flags.DEFINE_string("model", None, "Run directory, fuse run, .keras/.mat file, or an exported "
+                    "SavedModel or TFLite export directory.", **_ANY)
 flags.DEFINE_string("output", "predictions.csv", "CSV file to write.", **_ANY)
 flags.DEFINE_string("view", None, "Occlusion view; overrides the run's config.json, required "
                     "for a bare model file, cannot differ for a SavedModel.", **_ANY)

@@ -125,7 +125,7 @@ class ServingModule(tf.Module):
         """{(h, w): float32 (N, h, w, 3) 0-255} → the output dict; an empty request gives
         empty outputs (some layers, e.g. the LRN's matmul, reject a batch of zero)."""
         count = tf.shape(next(iter(resized.values())))[0]
-        return tf.cond(count > 0, lambda: self._compute(resized), self._empty)
+        return tf.cond(count > 0, lambda: self.outputs(resized), self._empty)
 
     def _empty(self):
         width = len(self._static.class_names)
@@ -137,7 +137,10 @@ class ServingModule(tf.Module):
                 "class_name": tf.zeros([0], tf.string),
                 "embedding": tf.zeros([0, embedding], tf.float32)}
 
-    def _compute(self, resized: dict):
+    def outputs(self, resized: dict):
+        """{(h, w): float32 (N, h, w, 3) 0-255} → the output dict, for N >= 1: the model's view,
+        the network(s), and the fused SVM's linear map. The signatures wrap it for empty
+        requests; other exporters (TFLite) that cannot carry that cond call it directly."""
         static = self._static
         outputs = []
         for network, size in zip(self.networks, static.sizes):

@@ -82,6 +82,14 @@ class Predictor:
     def load(cls, path: str | os.PathLike, *, view: str | None = None,
              kd_student=None, triplet_student=None) -> "Predictor":
         path = Path(path)
+        if path.is_dir() and (path / "model.tflite").is_file():
+            from fer_distill.serving.tflite import load_predictor, read_metadata
+
+            recorded = read_metadata(path)["view"]
+            if view is not None and view != recorded:
+                raise ValueError(f"{path}: this TFLite export applies view {recorded!r} inside "
+                                 f"its graph; it cannot run with view {view!r}")
+            return load_predictor(path)
         if path.is_dir() and (path / "saved_model.pb").is_file():
             import tensorflow as tf
 

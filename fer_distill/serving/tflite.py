@@ -68,10 +68,10 @@ def _predict_images_graph(module):
         # uint8 to float32 is exact, so the resize gives what `preprocess.resize` gives.
         pixels = tf.cast(images, tf.float32)
         sizes = dict.fromkeys(module.input_sizes)
-        # why `_compute` and not `_forward`: the latter wraps the graph in a tf.cond for
-        # empty requests, which TFLite would have to carry; TFLiteModel rejects an empty
-        # batch in Python instead.
-        outputs = dict(module._compute({size: preprocess.resize(pixels, size)
+        # why `outputs` and not the signatures: they wrap the graph in a tf.cond for empty
+        # requests, which TFLite would have to carry; TFLiteModel rejects an empty batch in
+        # Python instead.
+        outputs = dict(module.outputs({size: preprocess.resize(pixels, size)
                                         for size in sizes}))
         outputs.pop("class_name")
         return outputs

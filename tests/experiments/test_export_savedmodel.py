@@ -13,7 +13,7 @@ from fer_distill.data.occlusion import occlude
 from fer_distill.models import mini
 
 NO_FLAGS = dict(model=None, output=None, view=None, kd_student=None, triplet_student=None,
-                verify=True)
+                precision="float32", verify=True)
 
 
 @pytest.fixture(autouse=True)
@@ -88,3 +88,27 @@ def test_a_fuse_run_exports_the_svm(tmp_path, capsys):
     want = svm.decision_function(embedding_model(kd)(seen)["embedding"].numpy(),
                                  embedding_model(triplet)(seen)["embedding"].numpy())
     np.testing.assert_allclose(out["decision"].numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_precision_exports_bfloat16_weights_close_to_float32(tmp_path, capsys):
+    """--precision=bfloat16 goes through fer_distill.serving.precision: the SavedModel's
+    variables are bfloat16 and its probabilities stay close to the float32 export's."""
+    _run_dir(tmp_path / "run", 3, stage="student", view="lower_half_visible")
+    exports = {}
+    for precision in ("float32", "bfloat16"):
+        printed = _export(capsys, model=str(tmp_path / "run"), precision=precision,
+                          output=str(tmp_path / precision / "1"))
+        assert printed["precision"] == precision
+        exports[precision] = tf.saved_model.load(str(tmp_path / precision / "1"))
+
+    def stored_dtypes(precision):  # the dtypes of the exported checkpoint's variables
+        reader = tf.train.load_checkpoint(str(tmp_path / precision / "1" / "variables" /
+                                              "variables"))
+        return set(reader.get_variable_to_dtype_map().values())
+
+    assert tf.bfloat16 in stored_dtypes("bfloat16")
+    assert tf.bfloat16 not in stored_dtypes("float32")
+    images = tf.constant(np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), np.uint8))
+    got, want = (exports[p].predict_images(images)["probabilities"].numpy()
+                 for p in ("bfloat16", "float32"))
+    assert np.max(np.abs(got - want)) <= 0.03

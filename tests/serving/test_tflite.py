@@ -126,3 +126,17 @@ def test_bad_inputs_are_refused(classifier, tmp_path):
         model(np.zeros((0, 32, 32, 3), np.uint8))
     with pytest.raises(FileNotFoundError, match="metadata.json"):
         tflite.load_predictor(tmp_path)
+
+
+def test_predictor_load_opens_a_tflite_export_directory(classifier, tmp_path, crops):
+    """`Predictor.load` (what experiments.predict calls) recognises a TFLite export and keeps
+    its baked-in view: another view is refused, not silently ignored."""
+    from fer_distill.serving.predict import Predictor
+
+    path = tflite.export_tflite(classifier, tmp_path / "lite", quantization="none")
+    loaded = Predictor.load(path)
+    direct = tflite.load_predictor(path)
+    np.testing.assert_array_equal(loaded(list(crops[:2]))["probabilities"],
+                                  direct(list(crops[:2]))["probabilities"])
+    with pytest.raises(ValueError, match="applies view 'lower_half_visible'"):
+        Predictor.load(path, view="full")
