@@ -42,6 +42,7 @@ from fer_distill.atomic import read_json, write_json
 from fer_distill.evaluation import metrics as metrics_lib
 from fer_distill.evaluation.predictions import (load_predictions, predict_split,
                                                 predictions_path, save_predictions, softmax)
+from fer_distill.train.rundir import student_model_file
 
 FORMAT = "fer_distill.evaluation/1"
 EVALUATION_DIR = "evaluation"
@@ -172,24 +173,6 @@ def _load_network(path: Path):
     return load_model(path, **kwargs)
 
 
-def _student_file(reference: str, run_dir: Path, key: str) -> Path:
-    """A fuse run's student: a run directory (its model.keras) or a model file; relative
-    references are tried from the working directory (how the trainer stores them) and then
-    from the fuse run's directory and its parent (a moved tree of runs still opens)."""
-    reference_path = Path(reference)
-    candidates = [reference_path]
-    if not reference_path.is_absolute():
-        candidates += [run_dir / reference_path, run_dir.parent / reference_path]
-    for candidate in candidates:
-        if candidate.is_dir() and (candidate / MODEL_FILE).is_file():
-            return candidate / MODEL_FILE
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"{run_dir / CONFIG_FILE}: {key}={reference!r} is neither a run directory with "
-        f"{MODEL_FILE} nor a model file (looked at {', '.join(map(str, candidates))})")
-
-
 def open_model(path: str | os.PathLike) -> Evaluable:
     """Opens a run directory, a fuse run directory or a model file for evaluation."""
     path = Path(path)
@@ -217,7 +200,7 @@ def open_model(path: str | os.PathLike) -> Evaluable:
 
         svm = FusionSVM.load(path / FUSION_DIR)
         references = _student_references(config, path)
-        files = [_student_file(str(ref), path, key) for key, ref in references]
+        files = [student_model_file(str(ref), path, key) for key, ref in references]
         students = tuple(_load_network(f) for f in files)
         from fer_distill.models import embedding_layer
 

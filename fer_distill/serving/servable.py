@@ -24,6 +24,7 @@ import numpy as np
 from fer_distill.atomic import read_json
 from fer_distill.data.classes import CLASS_NAMES
 from fer_distill.data.occlusion import resolve_view
+from fer_distill.train.rundir import student_model_file
 
 log = logging.getLogger(__name__)
 
@@ -132,22 +133,6 @@ def _load_keras(path: Path):
     return load_model(path, compile=False) if path.suffix == ".keras" else load_model(path)
 
 
-def _student_model_path(reference: str, run: Path, key: str) -> Path:
-    # Training stores paths as given, relative to its working directory; relative to the run
-    # directory is tried next, so a run tree that was moved as a whole still opens.
-    candidates = [Path(reference)]
-    if not Path(reference).is_absolute():
-        candidates.append(run / reference)
-    for candidate in candidates:
-        if candidate.is_dir() and (candidate / MODEL_FILE).is_file():
-            return candidate / MODEL_FILE
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"{run / CONFIG_FILE}: {key}={reference!r} is neither a run directory with "
-        f"{MODEL_FILE} nor a model file (looked at {', '.join(map(str, candidates))})")
-
-
 def _student_references(config: dict[str, Any], run: Path) -> tuple[tuple[str, str], ...]:
     for kd_key, triplet_key in STUDENT_KEYS:
         if config.get(kd_key) and config.get(triplet_key):
@@ -229,8 +214,8 @@ def load_servable(path: str | os.PathLike, *, view: str | None = None,
             _warn_unfinished(path)
             if kd_student is None or triplet_student is None:
                 (kd_key, kd_ref), (tr_key, tr_ref) = _student_references(config, path)
-                kd_student = kd_student or _student_model_path(str(kd_ref), path, kd_key)
-                triplet_student = triplet_student or _student_model_path(str(tr_ref), path, tr_key)
+                kd_student = kd_student or student_model_file(str(kd_ref), path, kd_key)
+                triplet_student = triplet_student or student_model_file(str(tr_ref), path, tr_key)
             return load_fusion(path / FUSION_DIR, kd_student, triplet_student, view=chosen,
                                class_names=_class_names(config),
                                source={**source, "kd_student": str(kd_student),

@@ -37,6 +37,28 @@ CACHE = "cache"
 FUSION = "fusion"
 
 
+def student_model_file(reference: str, run_dir, key: str) -> Path:
+    """The model file of a fuse run's student (`key` = "kd_student" / "triplet_student").
+
+    `reference` is what the fuse run's config.json records: a run directory (its model.keras)
+    or a model file, stored as given, so relative to the directory training ran in. That is
+    tried first; then relative to the fuse run's directory and its parent, so a tree of runs
+    moved as a whole still opens. Evaluation, export and prediction all resolve students here.
+    """
+    run_dir, reference_path = Path(run_dir), Path(reference)
+    candidates = [reference_path]
+    if not reference_path.is_absolute():
+        candidates += [run_dir / reference_path, run_dir.parent / reference_path]
+    for candidate in candidates:
+        if candidate.is_dir() and (candidate / MODEL).is_file():
+            return candidate / MODEL
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{run_dir / CONFIG}: {key}={reference!r} is neither a run directory with {MODEL} nor "
+        f"a model file (looked at {', '.join(map(str, candidates))})")
+
+
 def finished_metrics(workdir) -> dict | None:
     """metrics.json of a finished run in `workdir`, or None."""
     path = Path(workdir) / METRICS
