@@ -15,11 +15,6 @@ from experiments import benchmark as binary
 from fer_distill import benchmark
 
 
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
-
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):

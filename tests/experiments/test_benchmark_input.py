@@ -2,17 +2,11 @@
 import re
 
 import pytest
-from absl import flags
 from absl.testing import flagsaver
 
 from experiments import benchmark_input
 from fer_distill.data import demo
 
-
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
 
 
 def test_prints_paired_images_per_second(tmp_path, capsys):

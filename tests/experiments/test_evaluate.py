@@ -23,11 +23,6 @@ ROWS = [(d, a, v) for d in DATASETS for a in ("vgg_f", "vgg_face") for v in VIEW
 UNSET = dict(model=None, data=None, views=None, output=None, batch_size=None)
 
 
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not FLAGS.is_parsed():
-        FLAGS.mark_as_parsed()
-
 
 @pytest.mark.parametrize("dataset, arch, short", ROWS)
 def test_evaluation_flagfiles_are_the_teacher_rows(dataset, arch, short):

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import app, flags
+from absl import app
 from absl.testing import flagsaver
 
 from experiments import export_savedmodel
@@ -15,11 +15,6 @@ from fer_distill.models import mini
 NO_FLAGS = dict(model=None, output=None, view=None, kd_student=None, triplet_student=None,
                 precision="float32", verify=True)
 
-
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
 
 
 def _run_dir(path, seed, **config):

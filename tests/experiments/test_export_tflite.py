@@ -4,7 +4,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from absl import app, flags
+from absl import app
 from absl.testing import flagsaver
 
 from experiments import export_tflite
@@ -15,11 +15,6 @@ from fer_distill.serving.tflite import load_predictor
 NO_FLAGS = dict(model=None, output=None, view=None, kd_student=None, triplet_student=None,
                 quantization="dynamic_range")
 
-
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
 
 
 def test_a_student_run_exports_with_its_view(tmp_path, capsys):

@@ -6,7 +6,6 @@ import keras
 import matplotlib.image
 import numpy as np
 import pytest
-from absl import flags
 from absl.testing import flagsaver
 
 from experiments import gradcam
@@ -15,11 +14,6 @@ from fer_distill.models import mini
 NO_FLAGS = dict(view=None, data=None, split="test", indices=["0", "1", "2", "3"], images=None,
                 explain="predicted", layer=None)
 
-
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import app, flags
+from absl import app
 from absl.testing import flagsaver
 
 from experiments import predict
@@ -18,11 +18,6 @@ from fer_distill.models import mini
 
 PROBS = [f"prob_{name}" for name in CLASS_NAMES]
 
-
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """experiments/prepare_data.py end to end on tiny data, through its flags."""
 import numpy as np
 import pytest
-from absl import app, flags
+from absl import app
 from absl.testing import flagsaver
 
 from experiments import prepare_data
@@ -9,11 +9,6 @@ from fer_distill.data.prepared import read_prepared
 
 TINY = dict(demo_train=60, demo_validation=20, demo_test=20, progress=False)
 
-
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
 
 
 def test_demo_then_ferplus_on_the_demo_raw_files(tmp_path, capsys):

@@ -16,11 +16,6 @@ FLAGS = flags.FLAGS
 UNSET = dict(runs=None, output=None, paper_table=None)
 
 
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not FLAGS.is_parsed():
-        FLAGS.mark_as_parsed()
-
 
 def write_run(root, stage, correct):
     """A finished run in the contract's format: 10 test images, right on the first `correct`."""

@@ -24,11 +24,6 @@ UNSET = dict(dataset=None, arch=None, raw=None, data=None, pretrained=None, work
 SHORT = ["all.epochs=1", "all.steps_per_epoch=2", "triplet.learning_rate=1e-4"]
 
 
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not FLAGS.is_parsed():
-        FLAGS.mark_as_parsed()
-
 
 def test_no_data_arguments_run_the_demo_and_print_the_table(tmp_path, capsys):
     workdir = tmp_path / "demo"
