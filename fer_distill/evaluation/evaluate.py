@@ -39,22 +39,21 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fer_distill.atomic import read_json, write_json
+from fer_distill.data.prepared import SPLITS
 from fer_distill.evaluation import metrics as metrics_lib
 from fer_distill.evaluation.predictions import (load_predictions, predict_split,
                                                 predictions_path, save_predictions, softmax)
+from fer_distill.train import rundir
 from fer_distill.train.rundir import student_model_file
 
 FORMAT = "fer_distill.evaluation/1"
 EVALUATION_DIR = "evaluation"
-SPLITS = ("train", "validation", "test")
 CLASSIFIER = "classifier"
 FUSION = "fusion"
 
-# The run-directory files this module reads (docs/DESIGN.md, "Training").
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-MODEL_FILE = "model.keras"
-FUSION_DIR = "fusion"
+# The run-directory files this module reads: the names the trainer writes (rundir).
+CONFIG_FILE, METRICS_FILE, MODEL_FILE = rundir.CONFIG, rundir.METRICS, rundir.MODEL
+FUSION_DIR = rundir.FUSION
 # Keys a fuse run's config.json may use for its two students: the trainer's (TrainConfig's
 # kd_student / triplet_student) first, then the ones the serving code also accepts.
 STUDENT_KEYS = (("kd_student", "triplet_student"), ("kd_model", "triplet_model"),

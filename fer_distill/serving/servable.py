@@ -24,14 +24,14 @@ import numpy as np
 from fer_distill.atomic import read_json
 from fer_distill.data.classes import CLASS_NAMES
 from fer_distill.data.occlusion import resolve_view
+from fer_distill.train import rundir
 from fer_distill.train.rundir import student_model_file
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
-FUSION_DIR = "fusion"
-METRICS_FILE = "metrics.json"
+# The run-directory files read here: the names the trainer writes (rundir).
+CONFIG_FILE, MODEL_FILE = rundir.CONFIG, rundir.MODEL
+FUSION_DIR, METRICS_FILE = rundir.FUSION, rundir.METRICS
 
 CLASSIFIER = "classifier"
 FUSION = "fusion"
