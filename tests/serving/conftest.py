@@ -5,6 +5,7 @@ softmax is ~1/8 and a comparison of probabilities could not fail; `sharp_mini` r
 the logits spread over several units and any preprocessing mistake shows in every output.
 """
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -25,7 +26,7 @@ def sharp_mini(seed: int, input_size: int = 32) -> keras.Model:
     return model
 
 
-def write_run(run, model, **config) -> "Path":
+def write_run(run, model, **config) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     model.save(run / "model.keras")
     (run / "config.json").write_text(json.dumps({"arch": "mini", **config}))

@@ -288,7 +288,6 @@ def _save(model, path: Path) -> str:
 def odd_models(tmp_path_factory):
     """Networks that must be refused: another architecture, 7 classes, 48x48 inputs."""
     from fer_distill.models import mini
-    from fer_distill.models import mini as mini_module  # noqa: F401
     from fer_distill.models import simplenn
     from fer_distill.models.mini import layers as mini_layers
 
