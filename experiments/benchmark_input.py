@@ -21,6 +21,7 @@ import time
 
 from absl import app, flags
 
+from experiments import cli
 from experiments.flagconfig import given_fields
 
 FLAGS = flags.FLAGS
@@ -88,4 +89,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -27,6 +27,8 @@ import sys
 
 from absl import app, flags
 
+from experiments import cli
+
 FLAGS = flags.FLAGS
 # allow_override: the test suite imports every binary into one process, where generic names
 # such as --output are defined by several of them.
@@ -122,4 +124,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

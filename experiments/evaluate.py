@@ -35,6 +35,7 @@ import sys
 
 from absl import app, flags
 
+from experiments import cli
 from experiments.flagconfig import given_flags
 
 FLAGS = flags.FLAGS
@@ -84,4 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -33,6 +33,7 @@ import json
 
 from absl import app, flags
 
+from experiments import cli
 from experiments.flagconfig import given_fields
 
 FLAGS = flags.FLAGS
@@ -98,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -25,6 +25,8 @@ import json
 
 from absl import app, flags
 
+from experiments import cli
+
 FLAGS = flags.FLAGS
 # allow_override: the test suite imports every binary into one process.
 _ANY = {"allow_override": True}
@@ -79,4 +81,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -30,6 +30,7 @@ import json
 
 from absl import app, flags, logging
 
+from experiments import cli
 from experiments.flagconfig import given_fields
 
 FLAGS = flags.FLAGS
@@ -96,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from experiments import cli
 from experiments.flagconfig import given_fields
 
 FLAGS = flags.FLAGS
@@ -169,4 +170,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

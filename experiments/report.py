@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from experiments import cli
+
 FLAGS = flags.FLAGS
 _ANY = {"allow_override": True}  # docs/DESIGN.md, "Binaries"
 flags.DEFINE_string("runs", None, "Directory tree holding the run directories.", **_ANY)
@@ -65,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -45,6 +45,8 @@ import typing
 
 from absl import app, flags
 
+from experiments import cli
+
 # why: this is the README's first command; TensorFlow's C++ INFO and WARNING logs would bury
 # the progress (errors still show; a few start-up lines are printed before TensorFlow reads
 # this setting). Set before TensorFlow is imported.
@@ -186,4 +188,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from experiments import cli
 from experiments.flagconfig import given_fields
 from fer_distill.train.config import (ARCHITECTURES, HEAD_RULES, MIXED_PRECISION_POLICIES,
                                       STAGES, STRATEGIES, TEACHER_MODES, TrainConfig)
@@ -165,4 +166,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
