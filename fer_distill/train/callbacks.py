@@ -22,6 +22,8 @@ import math
 import re
 import shutil
 import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -170,14 +172,53 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 def checkpoints(directory) -> list[Path]:
-    """Complete checkpoint directories under `directory`, oldest first."""
+    """Complete, readable checkpoint directories under `directory`, oldest first.
+
+    A damaged one (a file truncated or garbled after it was written) is left out with a
+    warning naming it, so a resume falls back to the older kept checkpoint.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in directory.iterdir()
              if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))
              and (p / STATE_FILE).is_file()]
-    return [p for _, p in sorted(found)]
+    readable = []
+    for _, path in sorted(found):
+        problem = damage(path)
+        if problem:
+            warnings.warn(f"checkpoint {path} is damaged and is skipped ({problem})",
+                          stacklevel=2)
+        else:
+            readable.append(path)
+    return readable
+
+
+def damage(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint's files, or None. Cheap: the JSON is parsed, the h5 and
+    npz containers are opened (both check their own length, so a truncation shows), no weights
+    are read."""
+    import h5py
+
+    checkpoint = Path(checkpoint)
+    try:
+        state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or "epoch" not in state:
+            return f"{checkpoint / STATE_FILE} holds no epoch"
+    except (OSError, ValueError) as error:
+        return f"{checkpoint / STATE_FILE}: {error}"
+    for name in (WEIGHTS_FILE, OPTIMIZER_FILE):
+        path = checkpoint / name
+        try:
+            if name == WEIGHTS_FILE:
+                with h5py.File(path, "r"):
+                    pass
+            else:
+                with np.load(path, allow_pickle=False) as z:
+                    z.files  # noqa: B018  (reads the zip's directory)
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            return f"{path}: {error}"
+    return None
 
 
 def restore(checkpoint: Path, *, weights_model: keras.Model, optimizer, trainable_variables,
@@ -189,13 +230,19 @@ def restore(checkpoint: Path, *, weights_model: keras.Model, optimizer, trainabl
     checkpoint of another network or optimizer fails loudly instead of loading garbage.
     """
     checkpoint = Path(checkpoint)
-    state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
-    weights_model.load_weights(checkpoint / WEIGHTS_FILE)
-    if not optimizer.built:
-        optimizer.build(trainable_variables)
-    variables = optimizer.variables
-    with np.load(checkpoint / OPTIMIZER_FILE, allow_pickle=False) as z:
-        values = [z[f"v{i:05d}"] for i in range(len(z.files))]
+    try:
+        state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+        weights_model.load_weights(checkpoint / WEIGHTS_FILE)
+        if not optimizer.built:
+            optimizer.build(trainable_variables)
+        variables = optimizer.variables
+        with np.load(checkpoint / OPTIMIZER_FILE, allow_pickle=False) as z:
+            values = [z[f"v{i:05d}"] for i in range(len(z.files))]
+    except (OSError, KeyError, zipfile.BadZipFile) as error:
+        raise ValueError(f"checkpoint {checkpoint} cannot be read ({error}); delete it to "
+                         "resume from the one before") from None
+    except ValueError as error:
+        raise ValueError(f"checkpoint {checkpoint}: {error}") from None
     if len(values) != len(variables):
         raise ValueError(f"{checkpoint}: holds {len(values)} optimizer variables, this run's "
                          f"optimizer has {len(variables)}: not a checkpoint of this run")

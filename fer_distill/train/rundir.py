@@ -9,12 +9,17 @@
     RUN/predictions/       <split>_<view>.npz
     RUN/metrics.json       written last: its presence means the run finished
 
+One process writes a run directory at a time: `writing(config)` holds its lock
+(fer_distill.lock) from the reuse decision to metrics.json.
+
 Reuse rules: a finished run (metrics.json) is reported, not re-run, unless `overwrite`; an
 unfinished one continues only with `resume` and the same settings; `overwrite` deletes a run
 directory (never a directory that is not one).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -25,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fer_distill import lock
+from fer_distill.atomic import read_json
 from fer_distill.train.config import TrainConfig, load_config
 
 CONFIG = "config.json"
@@ -35,6 +42,8 @@ CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 CACHE = "cache"
 FUSION = "fusion"
+# The settings that name files: compared as files, not as strings.
+PATH_FIELDS = ("data", "init", "teacher", "kd_student", "triplet_student")
 
 
 def student_model_file(reference: str, run_dir, key: str) -> Path:
@@ -59,12 +68,76 @@ def student_model_file(reference: str, run_dir, key: str) -> Path:
         f"a model file (looked at {', '.join(map(str, candidates))})")
 
 
+def writing(config: TrainConfig):
+    """A context manager holding the lock on `config.workdir` for this process.
+
+    A second writer gets `fer_distill.lock.Locked` naming the holder; a lock left by a killed
+    process is taken over. A multi-worker process other than the chief writes nothing into the
+    run directory (its workers may share one --workdir), so it takes no lock.
+    """
+    if config.strategy == "multi_worker" and not _chief_by_tf_config():
+        return contextlib.nullcontext()
+    return lock.locked(config.workdir, what="run directory")
+
+
+def _chief_by_tf_config() -> bool:
+    """TensorFlow's rule for the chief, read from TF_CONFIG without starting TensorFlow."""
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task, cluster = tf_config.get("task") or {}, tf_config.get("cluster") or {}
+    except (ValueError, AttributeError):
+        return True  # make_strategy reports a bad TF_CONFIG
+    if not task.get("type") or task["type"] == "chief":
+        return True
+    return task["type"] == "worker" and int(task.get("index", 0)) == 0 and "chief" not in cluster
+
+
 def finished_metrics(workdir) -> dict | None:
-    """metrics.json of a finished run in `workdir`, or None."""
+    """metrics.json of a finished run in `workdir`, or None; a damaged one is a ValueError
+    naming it (--overwrite trains the run again)."""
     path = Path(workdir) / METRICS
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return read_json(path, what="finished run's metrics")
+    except ValueError as error:
+        raise ValueError(f"{error}; its presence marks a finished run: pass --overwrite to "
+                         "train it again") from None
+
+
+def check_finished(config: TrainConfig) -> None:
+    """A finished run in `config.workdir` may only be reported for the settings it was trained
+    with: other settings are a ValueError listing them (unless `overwrite`)."""
+    if config.overwrite or finished_metrics(config.workdir) is None:
+        return
+    differences = setting_differences(config, load_config(Path(config.workdir) / CONFIG))
+    if differences:
+        raise ValueError(f"{config.workdir} holds a finished run with other settings "
+                         f"({_listed(differences)}); pass --overwrite to train it again with "
+                         "these, or choose another --workdir")
+
+
+def setting_differences(config: TrainConfig, recorded: TrainConfig) -> dict:
+    """{field: (now, before)} where `config` differs from a run's `recorded` config.
+
+    Settings `config` leaves unset (None, such as a derived image size) do not count; nor does
+    `workdir` (the run directory itself, wherever it is now); paths count only when they name
+    different files (relative or absolute, a trailing slash: the same file is the same).
+    """
+    differences = config.differences(recorded.resolved())
+    differences.pop("workdir", None)
+    return {k: v for k, v in differences.items()
+            if v[0] is not None and not (k in PATH_FIELDS and _same_file(*v))}
+
+
+def _same_file(a, b) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and \
+        os.path.realpath(a) == os.path.realpath(b)
+
+
+def _listed(differences: dict) -> str:
+    return "; ".join(f"{k}: {old!r} before, {new!r} now"
+                     for k, (new, old) in sorted(differences.items()))
 
 
 def check_reuse(config: TrainConfig) -> tuple[str, TrainConfig | None]:
@@ -94,13 +167,16 @@ def check_reuse(config: TrainConfig) -> tuple[str, TrainConfig | None]:
         raise ValueError(f"workdir {workdir} holds an unfinished run; pass --resume to continue "
                          "it or --overwrite to start again")
     previous = load_config(workdir / CONFIG).resolved()
-    differences = {k: v for k, v in config.differences(previous).items() if v[0] is not None}
+    differences = setting_differences(config, previous)
     if differences:
-        listed = "; ".join(f"{k}: {old!r} before, {new!r} now"
-                           for k, (new, old) in sorted(differences.items()))
-        raise ValueError(f"cannot resume {workdir} with other settings ({listed}); resume with "
-                         "the same flags or pass --overwrite")
-    return "resume", previous
+        raise ValueError(f"cannot resume {workdir} with other settings "
+                         f"({_listed(differences)}); resume with the same flags or pass "
+                         "--overwrite")
+    # The paths as given now: they name the recorded files from this working directory, and
+    # the run directory may have moved.
+    current = {k: getattr(config, k) for k in ("workdir", *PATH_FIELDS)
+               if getattr(config, k) is not None}
+    return "resume", dataclasses.replace(previous, **current)
 
 
 def clear(workdir) -> None:

@@ -1,7 +1,9 @@
 """`run(config)`: one stage of the paper into one run directory (fer_distill.train.rundir).
 
 Order of work, and why:
-1. A finished run (metrics.json) is reported and returned, not re-run (unless `overwrite`).
+0. One process at a time: the run directory's lock (rundir.writing) is held throughout.
+1. A finished run (metrics.json) is reported and returned, not re-run (unless `overwrite`);
+   asked for with other settings, it is an error that lists them.
 2. Every check that can fail without training runs first - the workdir may be used, the data
    set holds images and the stage's classes, every file exists, networks share the
    architecture, heads match the classes, input sizes agree - so a mistake costs seconds, and
@@ -36,6 +38,14 @@ SUBSET_STREAM = 0x5AB5E7
 
 
 def run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+    """`_run` holding the run directory's lock (a second writer fails, naming this process)."""
+    resolved = config.resolved()
+    with rundir.writing(resolved):
+        rundir.check_finished(resolved)
+        return _run(config, callbacks=callbacks)
+
+
+def _run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Runs `config`'s stage into `config.workdir`; returns the content of metrics.json.
 
     `callbacks` are added after the package's own (tests use one to interrupt a run).
@@ -43,7 +53,7 @@ def run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = 
     `fer_distill.train.callbacks.NonFiniteLoss` when the loss becomes NaN.
     """
     config = config.resolved()
-    done = rundir.finished_metrics(config.workdir)
+    done = None if config.overwrite else rundir.finished_metrics(config.workdir)
     if done is not None and not config.overwrite:
         print(f"{config.workdir}: finished run ({rundir.METRICS} exists, test accuracy "
               f"{done.get('test', {}).get('accuracy')}); not re-run - pass overwrite "

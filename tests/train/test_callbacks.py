@@ -65,3 +65,31 @@ def test_restore_refuses_a_checkpoint_of_another_optimizer(tmp_path):
                     optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
                     trainable_variables=model.trainable_variables)
     assert state["epoch"] == 2 and [h["loss"] for h in state["history"]] == [1.0, 0.5]
+
+
+@pytest.mark.parametrize("damaged", ["weights.weights.h5", "optimizer.npz", "state.json"])
+def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(tmp_path, damaged):
+    """A resume lists only readable checkpoints, so it continues from the older kept one; the
+    warning and a failed restore both name the damaged file."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    optimizer.build(model.trainable_variables)
+    saver = EpochCheckpoint(tmp_path, weights_model=model, optimizer=optimizer, keep=2)
+    saver.on_train_begin()
+    saver.on_epoch_end(0, {"loss": 1.0})
+    saver.on_epoch_end(1, {"loss": 0.5})
+    newest = tmp_path / "epoch-0002" / damaged
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 3])
+    with pytest.warns(UserWarning, match=f"checkpoint {tmp_path / 'epoch-0002'} is damaged.*"
+                                         f"{damaged}"):
+        found = checkpoints(tmp_path)
+    assert [p.name for p in found] == ["epoch-0001"]
+    state = restore(found[-1], weights_model=model,
+                    optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                    trainable_variables=model.trainable_variables)
+    assert state["epoch"] == 1
+    if damaged != "state.json":
+        with pytest.raises(ValueError, match=f"checkpoint {tmp_path / 'epoch-0002'}"):
+            restore(tmp_path / "epoch-0002", weights_model=model,
+                    optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                    trainable_variables=model.trainable_variables)
