@@ -64,6 +64,19 @@ def majority_labels(votes: np.ndarray) -> np.ndarray:
     return np.where(keep, winner, -1).astype(np.int64)
 
 
+def _csv_rows(path: Path):
+    """(line number, row) of a UTF-8 csv file; a BOM (an Excel save) is accepted, bytes that
+    are not UTF-8 are a ValueError naming the file and line."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        line = 0
+        try:
+            for line, row in enumerate(csv.reader(f), start=1):
+                yield line, row
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}, line {line + 1}: not UTF-8 text (byte "
+                             f"0x{error.object[error.start]:02x}); save it as UTF-8") from None
+
+
 def read_label_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """Reads one FERPlus label.csv: `name,"(x, y, w, h)",` 10 votes (box optional), no header.
 
@@ -73,22 +86,27 @@ def read_label_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"FER+ label file {path} does not exist")
     names, votes = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row:
-                continue
-            if len(row) not in (11, 12):
-                raise ValueError(f"{path}, line {line}: {len(row)} fields; expected a name, an "
-                                 "optional face box and 10 vote counts")
-            try:
-                counts = [int(v) for v in row[-10:]]
-            except ValueError:
-                raise ValueError(f"{path}, line {line}: vote counts must be integers, got "
-                                 f"{row[-10:]}") from None
-            if min(counts) < 0 or not row[0]:
-                raise ValueError(f"{path}, line {line}: empty name or negative vote count")
-            names.append(row[0].strip())
-            votes.append(counts)
+    for line, row in _csv_rows(path):
+        if not row:
+            continue
+        has_box = len(row) > 1 and row[1].strip().startswith("(")
+        if len(row) != (12 if has_box else 11):
+            count = len(row) - (2 if has_box else 1)
+            raise ValueError(f"{path}, line {line}: {len(row)} fields ({count} vote counts "
+                             f"after the name{' and face box' if has_box else ''}); expected a "
+                             "name, an optional face box and 10 vote counts")
+        try:
+            counts = [int(v) for v in row[-10:]]
+        except ValueError:
+            raise ValueError(f"{path}, line {line}: vote counts must be integers, got "
+                             f"{row[-10:]}") from None
+        if min(counts) < 0 or not row[0]:
+            raise ValueError(f"{path}, line {line}: empty name or negative vote count")
+        names.append(row[0].strip())
+        votes.append(counts)
+    if not names:
+        raise ValueError(f"{path} lists no images; expected one line per image: a name, a face "
+                         "box and 10 vote counts")
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: a name is listed twice")
     return names, np.asarray(votes, dtype=np.int64).reshape(-1, 10)
@@ -97,20 +115,19 @@ def read_label_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
 def read_fer2013new(path: str | os.PathLike) -> list[tuple[str, str]]:
     """(usage, image name) of every fer2013new.csv row, in row order (the name may be empty)."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header or [h.strip() for h in header[:2]] != ["Usage", "Image name"]:
-            raise ValueError(f"{path}: header must start with 'Usage,Image name', got {header}")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            if len(row) < 2:
-                raise ValueError(f"{path}, line {line}: expected Usage and Image name")
-            usage = row[0].strip()
-            if usage not in USAGES:
-                raise ValueError(f"{path}, line {line}: Usage {usage!r} is not one of "
-                                 f"{sorted(USAGES)}")
-            rows.append((usage, row[1].strip()))
+    reader = _csv_rows(path)
+    _, header = next(reader, (1, None))
+    if not header or [h.strip() for h in header[:2]] != ["Usage", "Image name"]:
+        raise ValueError(f"{path}: header must start with 'Usage,Image name', got {header}")
+    rows = []
+    for line, row in reader:
+        if len(row) < 2:
+            raise ValueError(f"{path}, line {line}: expected Usage and Image name")
+        usage = row[0].strip()
+        if usage not in USAGES:
+            raise ValueError(f"{path}, line {line}: Usage {usage!r} is not one of "
+                             f"{sorted(USAGES)}")
+        rows.append((usage, row[1].strip()))
     return rows
 
 
@@ -147,6 +164,12 @@ def detect_layout(raw_dir: str | os.PathLike, *, layout: str = "auto",
         raise FileNotFoundError(f"raw FER+ directory {raw} does not exist")
     label_root = next((r for r in (raw, raw / "data")
                        if all((r / FOLDERS[s] / "label.csv").is_file() for s in SPLITS)), None)
+    for root in (raw, raw / "data") if label_root is None else ():
+        absent = [f"{FOLDERS[s]}/label.csv" for s in SPLITS
+                  if not (root / FOLDERS[s] / "label.csv").is_file()]
+        if len(absent) < len(SPLITS):  # some split folders are there: name the others
+            raise FileNotFoundError(f"{root}: {', '.join(absent)} missing (FER+ needs "
+                                    f"{', '.join(FOLDERS.values())}, each with its label.csv)")
     fer = Path(fer2013_csv) if fer2013_csv else _first(
         [raw / "fer2013.csv", raw / "fer2013" / "fer2013.csv", raw / "data" / "fer2013.csv"])
     if fer2013_csv and not fer.is_file():
@@ -210,6 +233,12 @@ def _read_csv_images(layout: Layout, wanted: Mapping[str, Sequence[str]], progre
     for split, names in wanted.items():
         absent = [n for n in names if n not in row_of]
         if absent:
+            rows = _count_rows(layout.fer2013_csv)
+            if len(new_rows) < rows:
+                raise ValueError(f"{layout.fer2013new_csv} is short: {len(new_rows)} rows, but "
+                                 f"{layout.fer2013_csv} has {rows} (they pair by row order), "
+                                 f"and {len(absent)} names of {layout.label_csv(split)} are not "
+                                 f"in it (first: {absent[:5]}); is it truncated?")
             raise ValueError(f"{layout.label_csv(split)}: {len(absent)} names are not in "
                              f"{layout.fer2013new_csv} (first: {absent[:5]}); the files do not "
                              "belong together")
@@ -222,7 +251,7 @@ def _read_csv_images(layout: Layout, wanted: Mapping[str, Sequence[str]], progre
     images = {s: np.zeros((len(n), SIZE, SIZE, 1), dtype=np.uint8) for s, n in wanted.items()}
     path = layout.fer2013_csv
     count = 0
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         if "pixels" not in header or "Usage" not in header:
@@ -236,7 +265,8 @@ def _read_csv_images(layout: Layout, wanted: Mapping[str, Sequence[str]], progre
                 raise ValueError(f"{where}: {len(fields)} fields, expected {len(header)}")
             if row >= len(new_rows):
                 raise ValueError(f"{where}: more rows than {layout.fer2013new_csv} "
-                                 f"({len(new_rows)}); the two files pair by row order")
+                                 f"({len(new_rows)}, is it truncated?); the two files pair by "
+                                 "row order")
             if fields[use].strip() != new_rows[row][0]:
                 raise ValueError(f"{where}: Usage {fields[use]!r} but {layout.fer2013new_csv} "
                                  f"line {row + 2} says {new_rows[row][0]!r}; the two files pair "
@@ -252,6 +282,34 @@ def _read_csv_images(layout: Layout, wanted: Mapping[str, Sequence[str]], progre
     duplicates = {name: {"rows": rows, "used_row": rows[-1]}
                   for name, rows in sorted(seen_twice.items())}
     return images, {s: [] for s in wanted}, duplicates
+
+
+def _count_rows(path: Path) -> int:
+    """Data rows of a csv file with a header (for messages about files of unequal length)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+
+
+def _check_label_files_complete(layout: Layout, listed: Mapping[str, Sequence[str]]) -> None:
+    """Every image of a split must be in its label.csv: one cut short at a line boundary
+    would otherwise drop images silently. The images are fer2013new.csv's named rows of the
+    split (csv layout), or the PNGs in the split's folder (png layout)."""
+    if layout.kind == "csv":
+        usage_of = {split: usage for usage, split in USAGES.items()}
+        rows = read_fer2013new(layout.fer2013new_csv)
+        images = {s: {n for u, n in rows if n and u == usage_of[s]} for s in SPLITS}
+        source = f"{layout.fer2013new_csv} names"
+    else:
+        images = {s: {p.name for p in (layout.label_root / FOLDERS[s]).glob("*.png")}
+                  for s in SPLITS}
+        source = "the folder holds"
+    for split in SPLITS:
+        unlisted = sorted(images[split] - set(listed[split]))
+        if unlisted:
+            raise ValueError(
+                f"{layout.label_csv(split)} lists {len(listed[split])} images, but {source} "
+                f"{len(unlisted)} more {FOLDERS[split]} images it lacks (first: {unlisted[:3]}); "
+                "is it truncated?")
 
 
 def _read_png(path: Path) -> np.ndarray | None:
@@ -306,14 +364,16 @@ def prepare_ferplus(
     of them over all splits; more raise ValueError with the count and the first names.
     """
     found = detect_layout(raw_dir, layout=layout, fer2013_csv=fer2013_csv)
-    names, votes, labels, dropped = {}, {}, {}, {}
+    names, votes, labels, dropped, listed = {}, {}, {}, {}, {}
     for split in SPLITS:
         split_names, split_votes = read_label_csv(found.label_csv(split))
+        listed[split] = split_names
         split_labels = majority_labels(split_votes)
         keep = split_labels >= 0
         names[split] = [n for n, k in zip(split_names, keep) if k]
         votes[split], labels[split] = split_votes[keep], split_labels[keep]
         dropped[split] = int((~keep).sum())
+    _check_label_files_complete(found, listed)
     if found.kind == "csv":
         images, missing, duplicates = _read_csv_images(found, names, progress)
     else:

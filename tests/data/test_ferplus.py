@@ -1,6 +1,7 @@
 """FER+ preparation: the majority rule, the paper's counts on the real vote files, both raw
 layouts giving the same prepared set, the duplicated names, and bad input."""
 import csv
+import shutil
 
 import cv2
 import numpy as np
@@ -231,4 +232,82 @@ def test_bad_label_file_is_named(tmp_path):
     _write_raw(tmp_path / "raw")
     (tmp_path / "raw" / "FER2013Valid" / "label.csv").write_text("fer0000007.png,1,2\n")
     with pytest.raises(ValueError, match=r"FER2013Valid/label.csv, line 1: 3 fields"):
+        ferplus.prepare_ferplus(tmp_path / "raw", tmp_path / "out", progress=False)
+
+
+# ------------------------------------------------------------------------------------------
+# damaged raw files, as issue 10's bad-input probe made them
+# ------------------------------------------------------------------------------------------
+
+def _lines(path):
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def test_an_empty_label_csv_is_an_error(tmp_path):
+    _write_raw(tmp_path / "raw")
+    (tmp_path / "raw" / "FER2013Train" / "label.csv").write_text("")
+    with pytest.raises(ValueError, match=r"FER2013Train/label.csv lists no images"):
+        ferplus.prepare_ferplus(tmp_path / "raw", tmp_path / "out", progress=False)
+
+
+def test_a_label_csv_cut_at_a_line_boundary_is_an_error_in_both_layouts(tmp_path):
+    usages, names, pixels = _write_raw(tmp_path / "raw")
+    _to_png_layout(tmp_path / "raw", tmp_path / "png", usages, names, pixels)
+    for raw in (tmp_path / "raw", tmp_path / "png"):
+        label = raw / "FER2013Train" / "label.csv"
+        label.write_bytes(b"".join(_lines(label)[:3]))  # 3 of the 5 named training images
+        with pytest.raises(ValueError, match=r"FER2013Train/label.csv lists 3 images, but .* 2 "
+                                             r"more FER2013Train images .*fer0000005.png.*"
+                                             r"truncated"):
+            ferplus.prepare_ferplus(raw, tmp_path / "out", progress=False)
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_latin1_byte_in_label_csv_names_the_file(tmp_path):
+    _write_raw(tmp_path / "raw")
+    label = tmp_path / "raw" / "FER2013Test" / "label.csv"
+    lines = _lines(label)
+    lines[1] = lines[1].replace(b".png", b"\xe9.png", 1)
+    label.write_bytes(b"".join(lines))
+    with pytest.raises(ValueError, match=r"FER2013Test/label.csv, line \d+: not UTF-8 text "
+                                         r"\(byte 0xe9\)"):
+        ferplus.prepare_ferplus(tmp_path / "raw", tmp_path / "out", progress=False)
+
+
+def test_a_utf8_bom_is_accepted(tmp_path):
+    _write_raw(tmp_path / "raw")
+    ferplus.prepare_ferplus(tmp_path / "raw", tmp_path / "plain", progress=False)
+    for name in ("FER2013Train/label.csv", "fer2013new.csv", "fer2013.csv"):
+        path = tmp_path / "raw" / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Excel saves it
+    ferplus.prepare_ferplus(tmp_path / "raw", tmp_path / "bom", progress=False)
+    for split in SPLITS:
+        assert (tmp_path / "bom" / split / "manifest.csv").read_bytes() == \
+            (tmp_path / "plain" / split / "manifest.csv").read_bytes()
+
+
+def test_a_row_with_nine_votes_says_so(tmp_path):
+    _write_raw(tmp_path / "raw")
+    label = tmp_path / "raw" / "FER2013Train" / "label.csv"
+    lines = _lines(label)
+    lines[1] = lines[1].rstrip(b"\r\n").rsplit(b",", 1)[0] + b"\r\n"
+    label.write_bytes(b"".join(lines))
+    with pytest.raises(ValueError, match=r"label.csv, line 2: 11 fields \(9 vote counts after "
+                                         r"the name and face box\); expected .* 10 vote counts"):
+        ferplus.prepare_ferplus(tmp_path / "raw", tmp_path / "out", progress=False)
+
+
+def test_a_missing_split_folder_is_named(tmp_path):
+    _write_raw(tmp_path / "raw")
+    shutil.rmtree(tmp_path / "raw" / "FER2013Valid")
+    with pytest.raises(FileNotFoundError, match=r"raw: FER2013Valid/label.csv missing"):
+        ferplus.prepare_ferplus(tmp_path / "raw", tmp_path / "out", progress=False)
+
+
+def test_a_truncated_fer2013new_csv_says_so_with_counts(tmp_path):
+    _write_raw(tmp_path / "raw")
+    new = tmp_path / "raw" / "fer2013new.csv"
+    new.write_bytes(b"".join(_lines(new)[:9]))  # header + 8 of 14 rows
+    with pytest.raises(ValueError, match=r"fer2013new.csv is short: 8 rows, but .*fer2013.csv "
+                                         r"has 14 .*truncated"):
         ferplus.prepare_ferplus(tmp_path / "raw", tmp_path / "out", progress=False)
