@@ -23,9 +23,10 @@ Images: decoded in parallel threads (OpenCV releases the GIL), cropped to the CS
 (`crop_faces=True`, the default; the box is clipped to the image), resized to 224x224 (the
 models' input size, so the pipeline's own resize is then the identity; cv2.INTER_AREA when
 shrinking, INTER_LINEAR when enlarging) and written as RGB uint8 straight into the output's
-memory-mapped .npy: 88k images (13 GB) never sit in RAM. Missing or unreadable images are
-counted; up to `max_missing` of them are dropped (and listed in summary.json), more fail the run
-with the count and the first names.
+memory-mapped .npy: 88k images (13 GB) never sit in RAM. Images that cannot be used - missing,
+unreadable, a JPEG cut short, a face box outside the image - are counted; up to `max_missing`
+of them are dropped (listed in summary.json, with what was wrong in "image_problems"), more
+fail the run with the counts by kind and the first names.
 """
 from __future__ import annotations
 
@@ -179,21 +180,47 @@ def find_release(raw_dir: str | os.PathLike, *, need_images: bool = True) -> dic
             "images": images}
 
 
-def load_face(path: str | os.PathLike, box, *, crop: bool = True,
-              size: int = IMAGE_SIZE) -> np.ndarray | None:
-    """One image as RGB uint8 (size, size, 3), cropped to `box` = (x, y, w, h); None when the
-    file is missing, unreadable, or its face box lies outside the image."""
+class ImageProblem(ValueError):
+    """An image that cannot be used; `kind` is one of PROBLEM_KINDS, the message names it."""
+
+    def __init__(self, path, kind: str, detail: str):
+        super().__init__(f"{path}: {detail}")
+        self.kind, self.detail = kind, detail
+
+
+PROBLEM_KINDS = ("missing", "unreadable", "truncated", "face box outside the image")
+
+
+def decode_face(path: str | os.PathLike, box, *, crop: bool = True,
+                size: int = IMAGE_SIZE) -> np.ndarray:
+    """One image as RGB uint8 (size, size, 3), cropped to `box` = (x, y, w, h).
+
+    Raises `ImageProblem` when the file is missing, not a readable image, a JPEG cut short
+    (libjpeg would fill the rest with grey and only warn), or when its face box lies wholly
+    outside the image.
+    """
     import cv2
 
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageProblem(path, "missing", "no such file") from None
+    except OSError as error:
+        raise ImageProblem(path, "unreadable", f"cannot be read ({error.strerror})") from None
+    if _jpeg_truncated(data):
+        raise ImageProblem(path, "truncated", f"truncated JPEG: its {len(data)} bytes end "
+                           "before the end-of-image marker")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        return None
+        raise ImageProblem(path, "unreadable", f"not a readable image ({len(data)} bytes)")
     if crop:
         x, y, w, h = (int(v) for v in box)
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + w, image.shape[1]), min(y + h, image.shape[0])
         if x1 <= x0 or y1 <= y0:
-            return None
+            raise ImageProblem(path, "face box outside the image",
+                               f"face box x={x}, y={y}, width={w}, height={h} lies outside the "
+                               f"{image.shape[1]}x{image.shape[0]} image")
         image = image[y0:y1, x0:x1]
     shrinking = image.shape[0] > size or image.shape[1] > size
     image = cv2.resize(image, (size, size),
@@ -201,14 +228,47 @@ def load_face(path: str | os.PathLike, box, *, crop: bool = True,
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def load_face(path: str | os.PathLike, box, *, crop: bool = True,
+              size: int = IMAGE_SIZE) -> np.ndarray | None:
+    """`decode_face`, or None when the image cannot be used."""
+    try:
+        return decode_face(path, box, crop=crop, size=size)
+    except ImageProblem:
+        return None
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    """True for a JPEG whose entropy-coded data has no end-of-image marker (FFD9) after it.
+
+    The header segments are walked by their lengths to the first start-of-scan, so an EXIF
+    thumbnail's own FFD9 (inside an APP segment) does not count. Not a JPEG: False.
+    """
+    if data[:2] != b"\xff\xd8":
+        return False
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False  # not a marker: a malformed header, left to the decoder to judge
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xDA:  # start of scan: the image ends at EOI, after the scan data
+            return data.find(b"\xff\xd9", pos + 2 + length) == -1
+        pos += 2 + length
+    return True  # the file ends inside its headers
+
+
 def _decode_into(target: np.ndarray, paths: list[Path], boxes: np.ndarray, *, crop: bool,
-                 size: int, workers: int, desc: str, progress: bool) -> np.ndarray:
-    """Decodes `paths` into `target` with `workers` threads; returns a bool mask of failures.
+                 size: int, workers: int, desc: str, progress: bool) -> list[ImageProblem | None]:
+    """Decodes `paths` into `target` with `workers` threads; returns the problem of each image
+    (None: decoded).
 
     At most a small window of decoded images waits in memory: results are taken in order while
     the threads run ahead by at most 8 images each.
     """
-    failed = np.zeros(len(paths), dtype=bool)
+    problems: list[ImageProblem | None] = [None] * len(paths)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -220,19 +280,18 @@ def _decode_into(target: np.ndarray, paths: list[Path], boxes: np.ndarray, *, cr
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for i in range(len(paths)):
             while submitted < len(paths) and len(pending) < window:
-                pending.append(pool.submit(load_face, paths[submitted], boxes[submitted],
+                pending.append(pool.submit(decode_face, paths[submitted], boxes[submitted],
                                            crop=crop, size=size))
                 submitted += 1
-            face = pending.popleft().result()
-            if face is None:
-                failed[i] = True
-            else:
-                target[i] = face
+            try:
+                target[i] = pending.popleft().result()
+            except ImageProblem as problem:
+                problems[i] = problem
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    return failed
+    return problems
 
 
 def prepare_affectnet(
@@ -349,17 +408,23 @@ def _decode_split(writer: PreparedWriter, split: str, file_list: FileList, rows:
                          f"{max_missing} (--max_missing)")
     present = rows[~absent]
     target = writer.new_images(split, len(present))
-    failed = _decode_into(target, [p for p, a in zip(paths, absent) if not a],
-                          file_list.boxes[present], crop=crop, size=size, workers=workers,
-                          desc=f"AffectNet {split}", progress=progress)
+    problems = _decode_into(target, [p for p, a in zip(paths, absent) if not a],
+                            file_list.boxes[present], crop=crop, size=size, workers=workers,
+                            desc=f"AffectNet {split}", progress=progress)
     target.flush()
     del target
-    unreadable = [file_list.images[r] for r in present[failed]]
-    total = already + len(absent_names) + len(unreadable)
+    failed = np.array([p is not None for p in problems], dtype=bool)
+    unusable = {file_list.images[r]: p for r, p in zip(present, problems) if p is not None}
+    total = already + len(absent_names) + len(unusable)
     if total > max_missing:
-        raise ValueError(f"{total} AffectNet images are missing or unreadable under {image_dir} "
-                         f"(first unreadable in {split}: {unreadable[:5]}); allowed: "
-                         f"{max_missing} (--max_missing)")
-    if unreadable:
+        kinds = [p.kind for p in unusable.values()] + ["missing"] * len(absent_names)
+        counts = ", ".join(f"{kinds.count(k)} {k}" for k in PROBLEM_KINDS if k in kinds)
+        first = "; ".join(f"{name}: {p.detail}" for name, p in list(unusable.items())[:3])
+        raise ValueError(f"{total} AffectNet images cannot be used under {image_dir} (in "
+                         f"{split}: {counts}; first: {first}); allowed: {max_missing} "
+                         "(--max_missing)")
+    if unusable:
         writer.keep_images(split, ~failed)
-    return present[~failed], absent_names + unreadable
+        writer.source.setdefault("image_problems", {})[split] = {
+            name: p.detail for name, p in unusable.items()}
+    return present[~failed], absent_names + list(unusable)

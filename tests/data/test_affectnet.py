@@ -135,8 +135,8 @@ def test_missing_and_unreadable_images(tmp_path):
     _images(raw, "t", 6, rng, unreadable={4})
     _images(raw, "v", 3, rng)
     os.remove(raw / "Manually_Annotated_Images" / "1" / "t1.png")
-    with pytest.raises(ValueError, match=r"2 AffectNet images are missing or unreadable .*"
-                                         r"4/t4.png"):
+    with pytest.raises(ValueError, match=r"2 AffectNet images cannot be used .*1 missing, 1 "
+                                         r"unreadable.*4/t4.png: not a readable image"):
         affectnet.prepare_affectnet(raw, tmp_path / "out", image_size=16, max_missing=1,
                                     progress=False)
     with pytest.raises(ValueError, match=r"1 AffectNet images are missing .*1/t1.png"):
@@ -188,3 +188,34 @@ def test_bad_file_lists_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="Known layout: RAW/Manually_Annotated_file_lists"):
         affectnet.prepare_affectnet(raw, tmp_path / "out", progress=False)  # no images folder
     assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_jpeg_and_a_box_outside_the_image_are_named_for_what_they_are(tmp_path):
+    """Issue 10's probe: a JPEG cut to a third was stored with a grey lower half (libjpeg only
+    warns), and a face box outside its image was called "missing or unreadable"."""
+    rng = np.random.default_rng(4)
+    raw = tmp_path / "raw"
+    _write_lists(raw, [0, 1, 2], [0, 1, 2], boxes={("t", 2): (500, 500, 40, 40)})
+    images = raw / "Manually_Annotated_Images"
+    for prefix in "tv":
+        for i in range(3):
+            path = images / f"{i}" / f"{prefix}{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), rng.integers(0, 256, (60, 60, 3), dtype=np.uint8))
+    for name in ("training.csv", "validation.csv"):  # the lists name .png files
+        path = raw / "Manually_Annotated_file_lists" / name
+        path.write_text(path.read_text().replace(".png", ".jpg"))
+    whole = images / "1" / "t1.jpg"
+    assert not affectnet._jpeg_truncated(whole.read_bytes())
+    whole.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    with pytest.raises(ValueError, match=r"2 AffectNet images cannot be used .*1 truncated, 1 "
+                                         r"face box outside the image; first: 1/t1.jpg: "
+                                         r"truncated JPEG.*; 2/t2.jpg: face box x=500, y=500, "
+                                         r"width=40, height=40 lies outside the 60x60 image"):
+        affectnet.prepare_affectnet(raw, tmp_path / "out", image_size=16, progress=False)
+    summary = affectnet.prepare_affectnet(raw, tmp_path / "out", image_size=16, max_missing=2,
+                                          progress=False)
+    problems = summary["source"]["image_problems"]["train"]
+    assert problems["1/t1.jpg"].startswith("truncated JPEG")
+    assert problems["2/t2.jpg"].startswith("face box")
+    assert list(read_prepared(tmp_path / "out").manifest("train")["name"]) == ["0/t0.jpg"]
