@@ -8,6 +8,7 @@ Importing this package registers the custom layers, so `keras.saving.load_model`
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import keras
@@ -114,6 +115,7 @@ def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     if path.suffix == ".keras":
+        _check_keras_archive(path)
         return keras.saving.load_model(path, **kwargs)
     if path.suffix == ".mat":
         if kwargs:
@@ -121,6 +123,22 @@ def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
         from fer_distill.models.matconvnet import load_matconvnet
         return load_matconvnet(path)
     raise ValueError(f"{path}: expected a .keras or a MatConvNet .mat file")
+
+
+def _check_keras_archive(path: Path) -> None:
+    """A `.keras` file is a zip archive holding config.json; Keras says "File not found" for
+    anything else, so say what is wrong first."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a Keras .keras file: not a zip archive (truncated, or "
+                         "another format saved under the .keras name?)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"{path} is not a readable Keras .keras file ({error})") from None
+    if "config.json" not in names:
+        raise ValueError(f"{path} is not a Keras .keras file: the zip archive holds no "
+                         "config.json")
 
 
 __all__ = [

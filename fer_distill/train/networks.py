@@ -112,11 +112,14 @@ def input_size(model: keras.Model) -> int:
     return int(shape[1])
 
 
-def check_input_size(model: keras.Model, path, *, role: str, image_size: int) -> None:
+def check_input_size(model: keras.Model, path, *, role: str, image_size: int,
+                     source: str = "--image_size") -> None:
+    """The model must take `image_size` images; `source` says where that size comes from
+    (the flag, or another network of the run), so the message blames the right thing."""
     size = input_size(model)
     if size != image_size:
-        raise ValueError(f"{role} file {path} takes {size}x{size} images; this run resizes to "
-                         f"{image_size}x{image_size} (--image_size)")
+        raise ValueError(f"{role} file {path} takes {size}x{size} images; this run's input "
+                         f"size is {image_size}x{image_size} (from {source})")
 
 
 def initial_network(init: str | None, *, arch: str, num_classes: int, image_size: int | None,

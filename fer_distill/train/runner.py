@@ -136,7 +136,7 @@ def _networks(config: TrainConfig, prepared, policy: str) -> dict[str, Any]:
             nets.check_classes(model, path, role=role, class_names=classes)
         size = nets.input_size(kd)
         nets.check_input_size(triplet, config.triplet_student, role="triplet student",
-                              image_size=size)
+                              image_size=size, source=f"the KD student {config.kd_student}")
         if config.image_size is not None:
             nets.check_input_size(kd, config.kd_student, role="KD student",
                                   image_size=config.image_size)
@@ -150,7 +150,8 @@ def _networks(config: TrainConfig, prepared, policy: str) -> dict[str, Any]:
         teacher = nets.load_network(config.teacher, role="teacher", arch=arch)
         nets.check_classes(teacher, config.teacher, role="teacher", class_names=classes)
         nets.check_input_size(teacher, config.teacher, role="teacher",
-                              image_size=nets.input_size(student))
+                              image_size=nets.input_size(student),
+                              source=f"the init (student) file {config.init}")
         out["teacher"] = nets.under_policy(teacher, policy)
     else:
         student, info = nets.initial_network(

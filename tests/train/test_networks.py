@@ -107,3 +107,28 @@ def test_matconvnet_class_order_is_checked_against_the_data_set(files):
         check_classes(*loaded["swapped"], role="teacher", class_names=CLASS_NAMES)
     with pytest.warns(UserWarning, match=r"classes-numbers\.mat names its classes.*assumed"):
         check_classes(*loaded["numbers"], role="teacher", class_names=CLASS_NAMES)
+
+
+def test_a_garbage_or_truncated_keras_init_is_not_called_missing(files, tmp_path):
+    """Issue 10's probe: Keras says "File not found" for a .keras file that exists."""
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(np.random.default_rng(0).bytes(2000))
+    truncated = tmp_path / "truncated.keras"
+    whole = (files["root"] / "eight.keras").read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    for path in (garbage, truncated):
+        with pytest.raises(ValueError, match=rf"init file {path} could not be loaded: {path} is "
+                                             r"not a Keras .keras file: not a zip archive"):
+            initial_network(str(path), arch="mini", num_classes=8, image_size=None,
+                            head="auto", seed=0)
+
+
+def test_an_input_size_mismatch_names_where_the_size_came_from(files):
+    from fer_distill.train.networks import check_input_size
+
+    model = load_network(files["eight"], role="teacher", arch="mini")
+    with pytest.raises(ValueError, match=r"teacher file .*eight.keras takes 32x32 images; this "
+                                         r"run's input size is 48x48 \(from the init \(student\) "
+                                         r"file big.keras\)"):
+        check_input_size(model, files["eight"], role="teacher", image_size=48,
+                         source="the init (student) file big.keras")

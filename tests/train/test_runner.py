@@ -303,7 +303,10 @@ def odd_models(tmp_path_factory):
     ("teacher_arch", ValueError, "holds a vgg_f network, but this run is mini"),
     ("teacher_classes", ValueError, "fc8 has 7 outputs, the data set has 8 classes"),
     ("init_classes", ValueError, "fc8 has 7 outputs, the data set has 8 classes"),
-    ("teacher_size", ValueError, "takes 48x48 images; this run resizes to 32x32"),
+    ("teacher_size", ValueError, r"takes 48x48 images; this run's input size is 32x32 \(from "
+                                 r"the init \(student\) file"),
+    ("init_size", ValueError, r"teacher file .* takes 32x32 images; this run's input size is "
+                              r"48x48 \(from the init \(student\) file .*big.keras\)"),
     ("teacher_missing", FileNotFoundError, "teacher file .*nowhere.keras not found"),
     ("init_missing", FileNotFoundError, r"init \(student\) file .*nowhere.keras not found"),
     ("teacher_other_classes", ValueError, "was trained on classes"),
@@ -320,6 +323,8 @@ def test_bad_networks_are_refused_before_training(trained_runs, mini_config, odd
         init = odd_models["seven"]
     elif case == "teacher_size":
         teacher = odd_models["big"]
+    elif case == "init_size":
+        init = odd_models["big"]
     elif case == "teacher_missing":
         teacher = str(tmp_path / "nowhere.keras")
     elif case == "init_missing":
