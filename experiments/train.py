@@ -41,8 +41,11 @@ Writes into `--workdir` (docs/DESIGN.md, "Training"): config.json (every setting
 cache/ (the teacher's outputs, computed once), model.keras (fuse: fusion/), predictions/
 <split>_<view>.npz for the validation and test splits, and metrics.json LAST.
 
-A finished run (metrics.json) is reported and not re-run unless --overwrite. A killed run
-continues from its last epoch with --resume (same flags) and ends where it would have ended.
+A finished run (metrics.json) is reported and not re-run unless --overwrite; asked for with
+other settings, it is an error that lists them. A killed run continues from its last epoch with
+--resume (same flags) and ends where it would have ended. While a run writes --workdir it holds
+a lock on it (.NAME.lock beside it): a second train into it stops, naming the holder.
+Errors print one line (experiments/cli.py); --debug shows the traceback.
 Small runs: --epochs, --steps_per_epoch, --max_train_examples, --image_size (mini).
 GPUs: --mixed_precision (mixed_float16 on a GPU, mixed_bfloat16 on a CPU;
 --mixed_precision_policy to choose), --jit_compile (XLA), --strategy=mirrored (all local GPUs)
