@@ -251,31 +251,30 @@ def _read_csv_images(layout: Layout, wanted: Mapping[str, Sequence[str]], progre
     images = {s: np.zeros((len(n), SIZE, SIZE, 1), dtype=np.uint8) for s, n in wanted.items()}
     path = layout.fer2013_csv
     count = 0
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        if "pixels" not in header or "Usage" not in header:
-            raise ValueError(f"{path}: header must name the columns emotion,pixels,Usage, got "
-                             f"{header}")
-        pix, use = header.index("pixels"), header.index("Usage")
-        for row, fields in enumerate(_progress(reader, total=len(new_rows), desc="fer2013.csv",
-                                               enabled=progress)):
-            where = f"{path}, line {row + 2}"
-            if len(fields) != len(header):
-                raise ValueError(f"{where}: {len(fields)} fields, expected {len(header)}")
-            if row >= len(new_rows):
-                raise ValueError(f"{where}: more rows than {layout.fer2013new_csv} "
-                                 f"({len(new_rows)}, is it truncated?); the two files pair by "
-                                 "row order")
-            if fields[use].strip() != new_rows[row][0]:
-                raise ValueError(f"{where}: Usage {fields[use]!r} but {layout.fer2013new_csv} "
-                                 f"line {row + 2} says {new_rows[row][0]!r}; the two files pair "
-                                 "by row order")
-            image = _parse_pixels(fields[pix], where)
-            if row in needed:
-                split, pos = needed[row]
-                images[split][pos, :, :, 0] = image
-            count += 1
+    reader = _csv_rows(path)
+    header = [h.strip() for h in next(reader, (1, []))[1]]
+    if "pixels" not in header or "Usage" not in header:
+        raise ValueError(f"{path}: header must name the columns emotion,pixels,Usage, got "
+                         f"{header}")
+    pix, use = header.index("pixels"), header.index("Usage")
+    for row, (_, fields) in enumerate(_progress(reader, total=len(new_rows),
+                                                desc="fer2013.csv", enabled=progress)):
+        where = f"{path}, line {row + 2}"
+        if len(fields) != len(header):
+            raise ValueError(f"{where}: {len(fields)} fields, expected {len(header)}")
+        if row >= len(new_rows):
+            raise ValueError(f"{where}: more rows than {layout.fer2013new_csv} "
+                             f"({len(new_rows)}, is it truncated?); the two files pair by "
+                             "row order")
+        if fields[use].strip() != new_rows[row][0]:
+            raise ValueError(f"{where}: Usage {fields[use]!r} but {layout.fer2013new_csv} "
+                             f"line {row + 2} says {new_rows[row][0]!r}; the two files pair "
+                             "by row order")
+        image = _parse_pixels(fields[pix], where)
+        if row in needed:
+            split, pos = needed[row]
+            images[split][pos, :, :, 0] = image
+        count += 1
     if count != len(new_rows):
         raise ValueError(f"{path}: {count} rows, but {layout.fer2013new_csv} has {len(new_rows)}; "
                          "the two files pair by row order")
