@@ -31,9 +31,7 @@ EXIT_ERROR = 1
 def one_line(error: BaseException) -> str:
     """The error's message on one line (its own lines joined), or its type if it has none."""
     text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
-    if isinstance(error, KeyError) or not text:
-        text = f"{type(error).__name__}: {text}".rstrip(": ")
-    return text
+    return text or type(error).__name__
 
 
 def guarded(main: Callable, *, program: str | None = None) -> Callable:
