@@ -89,6 +89,19 @@ SCHEDULES = {
     ("triplet", "mini"): (5, 1e-7, 1e-7),
 }
 
+# MatConvNet's cnn_train default, which the stages the paper ran in MatConvNet (teacher, student,
+# eyes: "we keep the hyper-parameters of [1]") ran with. kd and triplet are the paper's
+# TensorFlow stage, which names no decay: none (our choice). mini (not in the paper): none.
+MATCONVNET_WEIGHT_DECAY = 5e-4
+
+
+def default_weight_decay(stage: str, arch: str) -> float:
+    """The weight decay `resolved()` fills in (see MATCONVNET_WEIGHT_DECAY)."""
+    if arch != "mini" and stage in FINE_TUNING_STAGES:
+        return MATCONVNET_WEIGHT_DECAY
+    return 0.0
+
+
 # Settings that control how a run is executed, not what it computes: a resumed run may change
 # them (everything else must match the interrupted run's config.json).
 RUN_CONTROL_FIELDS = ("resume", "overwrite", "verbose")
@@ -132,12 +145,19 @@ class TrainConfig:
     lr_patience: int = 10  # epochs without a better validation error before lr /= 10
     lr_factor: float = 0.1
     momentum: float = 0.9
+    # L2 weight decay on kernels (not biases), added to the gradient before momentum as
+    # MatConvNet's cnn_train does (filters x1, biases x0 in SimpleNN). None = WEIGHT_DECAY.
+    weight_decay: float | None = None
 
     # kd (eqs. 1-2)
     kd_lambda: float = 0.7
     temperature: float = 20.0
     temperature_squared: bool = False  # Hinton's tau^2 on the soft term; not in eq. 1
     teacher_mode: str = "cached"  # "live": teacher runs in the step (for augmentation)
+    # A control, not a method: pair each training image with ANOTHER image's teacher output
+    # (a seeded permutation of the teacher's cached rows, kd and triplet). A student taught so
+    # must not beat the baseline; if it does, the cache and the batches are misaligned.
+    shuffle_teacher: bool = False
 
     # triplet (eqs. 3-4)
     triplet_lambda: float = 0.5
@@ -156,6 +176,7 @@ class TrainConfig:
 
     # execution
     seed: int = 0
+    deterministic: bool = False  # TF op determinism: same machine + versions = same numbers
     eval_batch_size: int | None = None  # default: batch_size
     mixed_precision: bool = False
     # "auto": mixed_float16 on a GPU, mixed_bfloat16 on a CPU (fer_distill.train.execution)
@@ -194,6 +215,9 @@ class TrainConfig:
             values["epochs"] = 0 if self.epochs is None else self.epochs
         if self.batch_size is None:
             values["batch_size"] = BATCH_SIZES[self.arch]
+        if self.weight_decay is None:
+            values["weight_decay"] = (0.0 if self.stage == "fuse"
+                                      else default_weight_decay(self.stage, self.arch))
         config = dataclasses.replace(self, **values)
         if config.eval_batch_size is None:
             config = dataclasses.replace(config, eval_batch_size=config.batch_size)
@@ -263,6 +287,14 @@ class TrainConfig:
                     f"learning_rate {self.learning_rate}")
         if not 0.0 < self.lr_factor < 1.0:
             raise ValueError(f"config: lr_factor must be in (0, 1), got {self.lr_factor}")
+        if not self.weight_decay >= 0.0:
+            raise ValueError(f"config: weight_decay must be >= 0, got {self.weight_decay}")
+        if self.shuffle_teacher and self.stage not in DISTILLATION_STAGES:
+            raise ValueError(f"config: shuffle_teacher is a control of the kd and triplet "
+                             f"stages, not of {self.stage!r}")
+        if self.shuffle_teacher and self.teacher_mode != "cached":
+            raise ValueError("config: shuffle_teacher permutes the cached teacher outputs; "
+                             "it needs teacher_mode 'cached'")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"config: momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.kd_lambda <= 1.0:
@@ -300,7 +332,7 @@ def paper_defaults(stage: str, arch: str) -> dict[str, Any]:
                          init="-", teacher="-", kd_student="-", triplet_student="-")
     resolved = config.resolved()
     keys = ("epochs", "batch_size", "learning_rate", "min_learning_rate", "lr_patience",
-            "lr_factor", "momentum")
+            "lr_factor", "momentum", "weight_decay")
     if stage == "kd":
         keys += ("kd_lambda", "temperature", "temperature_squared")
     if stage == "triplet":

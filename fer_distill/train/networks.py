@@ -168,3 +168,19 @@ def under_policy(model: keras.Model, policy: str, *, copy: bool = False) -> kera
             layer.set_weights(model.get_layer(layer.name).get_weights())
     return rebuilt
 
+
+
+def apply_weight_decay(model: keras.Model, weight_decay: float) -> int:
+    """Puts MatConvNet's weight decay on `model`'s kernels (biases and other weights get none):
+    an L2 term (weight_decay / 2)·‖W‖² per kernel in the model's losses, so its gradient
+    weight_decay·W joins the loss gradient before momentum, as in cnn_train. Returns how many
+    kernels it decays. The term lives on the variables, not in the saved model's config."""
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay > 0 else None
+    count = 0
+    for variable in model.trainable_variables:
+        if variable.path.rsplit("/", 1)[-1] == "kernel":
+            variable.regularizer = regularizer
+            count += 1
+    return count
