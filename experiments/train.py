@@ -107,7 +107,8 @@ flags.DEFINE_float("momentum", 0.9, "SGD momentum (paper: 0.9).", **_ANY)
 flags.DEFINE_float("weight_decay", None,
                    "L2 weight decay on kernels, added to the gradient before momentum as "
                    "MatConvNet's cnn_train does (its default 5e-4, set in the flagfiles of the "
-                   "stages the paper trained in MatConvNet: teacher, student, eyes; kd and triplet 0).", **_ANY)
+                   "stages the paper trained in MatConvNet: teacher, student, eyes, kd; triplet 0).",
+                   **_ANY)
 
 flags.DEFINE_float("kd_lambda", 0.7, "kd: λ of eq. 1 (paper: 0.7).", **_ANY)
 flags.DEFINE_float("temperature", 20.0, "kd: τ of eq. 2 (paper: 20).", **_ANY)

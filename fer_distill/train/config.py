@@ -16,7 +16,7 @@ Paper values (section IV-C, NOTES §1): SGD with momentum 0.9 everywhere; mini-b
 (VGG-face) and 512 (VGG-f) in every stage; KD 50 epochs at 1e-4 -> 1e-5 (VGG-face), 200 epochs
 at 1e-3 -> 1e-4 (VGG-f), the rate divided by 10 when the validation error has not improved for
 10 epochs; triplet 10 epochs at 1e-6 (VGG-face) / 1e-5 (VGG-f); teacher 50 / 800 epochs,
-student (and eyes) 40 / 80 epochs; KD lambda 0.7, tau 20; triplet lambda 0.5, margin 0.1, mining
+student 40 / 80 epochs; KD lambda 0.7, tau 20; triplet lambda 0.5, margin 0.1, mining
 pools of one tenth of the training set.
 
 Where the paper is silent, chosen here and why:
@@ -72,7 +72,8 @@ SCHEDULES = {
     # paper: 40 / 80 epochs; rates chosen like the teacher's
     ("student", "vgg_face"): (40, 1e-4, 1e-5),
     ("student", "vgg_f"): (80, 1e-3, 1e-4),
-    # paper: trained "like the student baseline"
+    # not in the paper's training (its [2] row is Hickson et al.'s setting, whose training it
+    # does not describe): trained like the student baseline, our choice
     ("eyes", "vgg_face"): (40, 1e-4, 1e-5),
     ("eyes", "vgg_f"): (80, 1e-3, 1e-4),
     # paper: 1e-4 -> 1e-5 in 50 epochs; 1e-3 -> 1e-4 in 200 epochs
@@ -89,15 +90,19 @@ SCHEDULES = {
     ("triplet", "mini"): (5, 1e-7, 1e-7),
 }
 
-# MatConvNet's cnn_train default, which the stages the paper ran in MatConvNet (teacher, student,
-# eyes: "we keep the hyper-parameters of [1]") ran with. kd and triplet are the paper's
-# TensorFlow stage, which names no decay: none (our choice). mini (not in the paper): none.
+# MatConvNet's cnn_train default. The paper ran the preliminary fine-tuning in MatConvNet with
+# "the same hyperparameters as Georgescu et al. [1]", and the standard T-S stage before it says
+# "we switch to TensorFlow" for the triplet loss, so teacher, student and kd ran with it unless
+# its authors changed it (the paper does not say); eyes is trained like the student (our
+# choice). The triplet stage ran in TensorFlow, which has no default decay: none (our choice).
+# mini (not in the paper): none.
 MATCONVNET_WEIGHT_DECAY = 5e-4
+MATCONVNET_STAGES = ("teacher", "student", "eyes", "kd")
 
 
 def default_weight_decay(stage: str, arch: str) -> float:
     """The weight decay `resolved()` fills in (see MATCONVNET_WEIGHT_DECAY)."""
-    if arch != "mini" and stage in FINE_TUNING_STAGES:
+    if arch != "mini" and stage in MATCONVNET_STAGES:
         return MATCONVNET_WEIGHT_DECAY
     return 0.0
 

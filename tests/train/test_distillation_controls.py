@@ -85,8 +85,8 @@ def test_weight_decay_defaults_follow_where_the_paper_trained_each_stage():
                            teacher="t", kd_student="k", triplet_student="t").resolved() \
             .weight_decay
     assert decay("teacher", "vgg_face") == decay("student", "vgg_f") == 5e-4  # MatConvNet
-    assert decay("eyes", "vgg_f") == 5e-4
-    assert decay("kd", "vgg_face") == decay("triplet", "vgg_f") == 0.0  # TensorFlow stage
+    assert decay("eyes", "vgg_f") == decay("kd", "vgg_face") == 5e-4
+    assert decay("triplet", "vgg_f") == decay("triplet", "vgg_face") == 0.0  # TensorFlow
     assert decay("student", "mini") == 0.0
     with pytest.raises(ValueError, match="weight_decay"):
         TrainConfig(stage="student", arch="mini", data="d", workdir="w",
