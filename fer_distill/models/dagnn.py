@@ -245,7 +245,7 @@ def signature(layers: Sequence[Layer]) -> list[tuple]:
         result.append((layer["name"], layer["type"],
                        tuple(producer[v] for v in layer["inputs"]),
                        tuple(sorted(block.items()))))
-    return result
+    return sorted(result)
 
 
 # --------------------------------------------------------------------------------------------
