@@ -70,6 +70,10 @@ flags.DEFINE_string("from_matconvnet_student", None, "MatConvNet-trained student
                     **_ANY)
 flags.DEFINE_string("from_matconvnet_kd_student", None, "MatConvNet-trained KD student "
                     "(optional; else trained here).", **_ANY)
+flags.DEFINE_boolean("deterministic", None,
+                     "TensorFlow op determinism in every training stage, so the same command on "
+                     "the same machine and versions prints the same numbers (the demo preset "
+                     "sets it; --nodeterministic turns it off).", **_ANY)
 flags.DEFINE_enum("preset", None, ["paper", "demo"],
                   "Settings preset (default: demo for the demo data set, else paper).", **_ANY)
 flags.DEFINE_multi_string("override", [], "STAGE.FIELD=VALUE: a training setting for one stage "
@@ -140,6 +144,8 @@ def config_from_flags():
         raise app.UsageError("--arch (vgg_f or vgg_face) must be given")
     preset = FLAGS.preset if _set("preset") else ("demo" if dataset == "demo" else "paper")
     overrides: dict[str, dict] = {}
+    if _set("deterministic"):
+        overrides["*"] = {"deterministic": bool(FLAGS.deterministic)}
     for text in FLAGS.override:
         stage, field, value = parse_override(text)
         overrides.setdefault(stage, {})[field] = value

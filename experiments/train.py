@@ -108,6 +108,11 @@ flags.DEFINE_integer("lr_patience", 10,
                      "validation error (paper: 10).", **_ANY)
 flags.DEFINE_float("lr_factor", 0.1, "Factor of the plateau rule (paper: 0.1).", **_ANY)
 flags.DEFINE_float("momentum", 0.9, "SGD momentum (paper: 0.9).", **_ANY)
+flags.DEFINE_float("weight_decay", None,
+                   "L2 weight decay on kernels, added to the gradient before momentum as "
+                   "MatConvNet's cnn_train does (its default 5e-4, set in the flagfiles of the "
+                   "stages the paper trained in MatConvNet: teacher, student, eyes, kd; triplet 0).",
+                   **_ANY)
 
 flags.DEFINE_float("kd_lambda", 0.7, "kd: λ of eq. 1 (paper: 0.7).", **_ANY)
 flags.DEFINE_float("temperature", 20.0, "kd: τ of eq. 2 (paper: 20).", **_ANY)
@@ -117,6 +122,9 @@ flags.DEFINE_boolean("temperature_squared", False,
 flags.DEFINE_enum("teacher_mode", "cached", list(TEACHER_MODES),
                   "cached: the teacher's outputs computed once per data set (fast); live: the "
                   "teacher runs in every step (for input augmentation).", **_ANY)
+flags.DEFINE_boolean("shuffle_teacher", False,
+                     "kd/triplet CONTROL: give each image another image's cached teacher "
+                     "output; a student taught so must not beat the baseline.", **_ANY)
 flags.DEFINE_float("triplet_lambda", 0.5, "triplet: λ of eq. 4 (paper: 0.5).", **_ANY)
 flags.DEFINE_float("margin", 0.1, "triplet: α of eq. 3 (paper: 0.1).", **_ANY)
 flags.DEFINE_enum("triplet_reduction", "sum", ["sum", "mean"],
@@ -132,6 +140,9 @@ flags.DEFINE_integer("steps_per_epoch", None, "Small runs: steps per epoch (defa
 flags.DEFINE_integer("max_train_examples", None,
                      "Small runs: train on a seeded random subset of this many images.", **_ANY)
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and mining subsets.", **_ANY)
+flags.DEFINE_boolean("deterministic", False,
+                     "TensorFlow op determinism: the same command on the same machine and "
+                     "versions gives identical numbers (slower on a GPU).", **_ANY)
 flags.DEFINE_integer("eval_batch_size", None, "Batch for evaluation and caching (default: "
                      "--batch_size).", **_ANY)
 flags.DEFINE_boolean("mixed_precision", False, "Mixed precision (see --mixed_precision_policy).",

@@ -78,7 +78,8 @@ class Preset:
 
     train: `fer_distill.train.TrainConfig` fields per stage; the key "*" applies to every
       training stage, a stage's own key after it. Unset fields keep the paper's values.
-    demo_sizes / demo_seed: the synthetic demo set drawn when the data set is "demo".
+    demo_sizes / demo_seed / demo_regime: the synthetic demo set drawn when the data set is
+      "demo" (`fer_distill.data.demo` regimes: classic, privileged, control).
     smoke_scale: True for a preset whose numbers must not be read as the paper's (said at the
       start of the output and in the report).
     """
@@ -88,6 +89,7 @@ class Preset:
     train: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     demo_sizes: Mapping[str, int] | None = None
     demo_seed: int = 0
+    demo_regime: str = "classic"
     smoke_scale: bool = False
 
     def __post_init__(self):
@@ -255,6 +257,7 @@ class ReproduceConfig:
                             "demo_sizes": (dict(self.preset.demo_sizes)
                                            if self.preset.demo_sizes else None),
                             "demo_seed": self.preset.demo_seed,
+                            "demo_regime": self.preset.demo_regime,
                             "smoke_scale": self.preset.smoke_scale}
         values["overrides"] = {k: dict(v) for k, v in self.overrides.items()}
         values["prepare_options"] = dict(self.prepare_options)
@@ -393,6 +396,9 @@ class Reproduction:
         if config.preset.smoke_scale or config.dataset == "demo":
             lines.append("== SYNTHETIC SMOKE-SCALE RUN: generated faces and a small network; "
                          "its numbers are NOT the paper's and are not comparable with them.")
+        if config.dataset == "demo":
+            lines.append(f"== demo regime {config.preset.demo_regime!r}; settings: "
+                         f"{config.preset.description}")
         if config.from_matconvnet:
             lines.append("== MatConvNet path: the teacher and student are converted from "
                          f"{config.from_matconvnet_teacher} and {config.from_matconvnet_student};"
@@ -425,7 +431,7 @@ class Reproduction:
 
             sizes = dict(config.preset.demo_sizes) if config.preset.demo_sizes else None
             prepare_demo(self.data_dir, sizes=sizes, seed=config.preset.demo_seed,
-                         source=source, **options)
+                         regime=config.preset.demo_regime, source=source, **options)
         elif config.dataset == "ferplus":
             from fer_distill.data.ferplus import prepare_ferplus
 

@@ -15,6 +15,16 @@ and eyes tell the classes apart, as in the paper's setting: a model
 that sees the full face (the teacher) has information a lower-half student lacks, which is what
 distillation is meant to pass on. Happiness and contempt are clear from the mouth alone.
 
+Regimes (`regime=`). "classic" is the set described above, with made-up votes. "privileged"
+and "control" are the known-answer sets of issue 9, shaped like FER+: each face draws a real FER+
+vote vector (`ferplus_votes.npz`, the crowd votes of FER+'s own split, MIT, see
+FERPLUS_LICENSE.md), shows the blend of the 8 expressions weighted by those votes, and is
+labelled by FER+'s majority rule, so ambiguity, disagreement and class imbalance are FER+'s
+own. In "privileged" the lower half also shows part of what the brows say (cheek folds whose
+tilt and depth follow the brows at `LOWER_CUE` of their strength, plus noise of their own): a
+student sees a weak, noisy trace of the teacher's cues. In "control" the lower half carries
+nothing of the upper half's cues, so a teacher has nothing the student could learn to see.
+
 Determinism: one seed fixes every byte. Only NumPy's PCG64 generator and IEEE-exact arithmetic
 (+, -, *, /, sqrt; no sin/exp from the platform's libm) are used, so the files are identical on
 every machine; `tests/data/test_demo.py` pins their SHA-256.
@@ -36,6 +46,9 @@ _SUPER = 2  # drawn at 96x96, averaged down: cheap anti-aliasing with exact arit
 _G = SIZE * _SUPER
 
 DEFAULT_SIZES = {"train": 3000, "validation": 500, "test": 500}
+REGIMES = ("classic", "privileged", "control")
+LOWER_CUE = 0.5  # how much of the brows' movement the privileged regime's cheek folds show
+_VOTES_FILE = Path(__file__).with_name("ferplus_votes.npz")
 NUM_IDENTITIES = 200
 
 # FER2013 has 7 emotion codes (0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad, 5 Surprise,
@@ -100,8 +113,12 @@ def _segment_distance(x0, y0, x1, y1):
 
 
 def _render(face: dict[str, float], expr: dict[str, float], t: float,
-            rng: np.random.Generator, noise: float) -> np.ndarray:
-    """One 48x48 uint8 face: identity `face` showing expression `expr` at intensity t."""
+            rng: np.random.Generator, noise: float, lower_cue: float = 0.0) -> np.ndarray:
+    """One 48x48 uint8 face: identity `face` showing expression `expr` at intensity t.
+
+    `lower_cue` > 0 adds cheek folds below the nose that follow the brows at that fraction of
+    their movement (the privileged regime); 0 draws none (and draws no random numbers for them).
+    """
     cx, cy, rx, ry = face["cx"], face["cy"], face["rx"], face["ry"]
     img = face["background"] + face["light"] * 0.5 * (_X - _G / 2) / (_G / 2)
     u, v = (_X - cx) / rx, (_Y - cy) / ry
@@ -140,6 +157,13 @@ def _render(face: dict[str, float], expr: dict[str, float], t: float,
     # mouth (lower half)
     mw = face["mouth_w"] * rx * (1.0 + t * (expr["width"] - 1.0))
     my = cy + face["mouth_y"] * ry
+    if lower_cue > 0.0:  # cheek folds: a weak, noisy trace of the brows in the lower half
+        tilt = lower_cue * 1.5 * inner_up + rng.uniform(-1.0, 1.0)
+        depth = 40.0 + lower_cue * 10.0 * brow_up + rng.uniform(-8.0, 8.0)
+        for side in (-1.0, 1.0):
+            fold = _segment_distance(cx + side * 6.0, ny - 2.0 - tilt,
+                                     cx + side * (mw + 3.0), my + 2.0 + tilt) <= 1.2
+            img = np.where(fold, skin - depth, img)
     m = (_X - cx) / mw
     inside = np.abs(m) <= 1.0
     curve = t * expr["curve"] + face["curve_rest"]
@@ -183,13 +207,35 @@ def _votes(label: int, rng: np.random.Generator) -> np.ndarray:
     return votes
 
 
+def ferplus_votes() -> dict[str, np.ndarray]:
+    """The real FER+ crowd votes, (N, 10) uint8 per split (module docstring, "Regimes")."""
+    with np.load(_VOTES_FILE) as data:
+        return {split: data[split] for split in ("train", "validation", "test")}
+
+
+def blend(votes: np.ndarray) -> dict[str, float]:
+    """The expression shown for a vote vector: EXPRESSIONS weighted by the 8 emotions' votes
+    (unknown and NF carry no expression; no emotion vote at all shows neutral)."""
+    weights = np.asarray(votes[:len(CLASS_NAMES)], dtype=np.float64)
+    if weights.sum() <= 0:
+        weights = np.eye(len(CLASS_NAMES))[0]
+    weights = weights / weights.sum()
+    return {field: float(sum(w * EXPRESSIONS[name][field]
+                             for w, name in zip(weights, CLASS_NAMES)))
+            for field in _EXPRESSION_FIELDS}
+
+
 def generate(sizes: dict[str, int] | None = None, seed: int = 0,
-             num_identities: int = NUM_IDENTITIES) -> dict[str, dict[str, np.ndarray]]:
+             num_identities: int = NUM_IDENTITIES,
+             regime: str = "classic") -> dict[str, dict[str, np.ndarray]]:
     """Draws the demo set: per split, `images` uint8 (N, 48, 48), drawn `classes`, `votes` (N, 10).
 
-    Identities are shared by all splits (FER2013's splits share no people, but a demo this
-    small needs the test faces to look like the training faces to be learnable at all).
+    `regime`: "classic", "privileged" or "control" (module docstring). Identities are shared by
+    all splits (FER2013's splits share no people, but a demo this small needs the test faces to
+    look like the training faces to be learnable at all).
     """
+    if regime not in REGIMES:
+        raise ValueError(f"demo regime must be one of {REGIMES}, got {regime!r}")
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     for split in ("train", "validation", "test"):
         if int(sizes.get(split, 0)) <= 0:
@@ -201,8 +247,22 @@ def generate(sizes: dict[str, int] | None = None, seed: int = 0,
     p = np.array([CLASS_PROPORTIONS[c] for c in names])
     p = p / p.sum()
     out = {}
+    if regime != "classic":
+        pools = ferplus_votes()
+        cue = LOWER_CUE if regime == "privileged" else 0.0
     for split in ("train", "validation", "test"):
         n = int(sizes[split])
+        if regime != "classic":
+            votes = pools[split][rng.integers(0, len(pools[split]), size=n)].astype(np.int64)
+            images = np.empty((n, SIZE, SIZE), dtype=np.uint8)
+            for i in range(n):
+                face = faces[rng.integers(0, len(faces))]
+                intensity = rng.uniform(0.55, 1.0)
+                noise = rng.uniform(4.0, 14.0)
+                images[i] = _render(face, blend(votes[i]), intensity, rng, noise, cue)
+            classes = np.argmax(votes[:, :len(names)], axis=1)
+            out[split] = {"images": images, "classes": classes.astype(np.int64), "votes": votes}
+            continue
         classes = rng.choice(len(names), size=n, p=p)
         images = np.empty((n, SIZE, SIZE), dtype=np.uint8)
         votes = np.empty((n, 10), dtype=np.int64)
@@ -217,7 +277,8 @@ def generate(sizes: dict[str, int] | None = None, seed: int = 0,
 
 
 def write_demo_raw(raw_dir: str | os.PathLike, sizes: dict[str, int] | None = None,
-                   seed: int = 0, num_identities: int = NUM_IDENTITIES) -> dict[str, Any]:
+                   seed: int = 0, num_identities: int = NUM_IDENTITIES,
+                   regime: str = "classic") -> dict[str, Any]:
     """Writes the demo set in FER+'s raw formats into `raw_dir`; returns what it wrote.
 
     Files: `fer2013.csv` (emotion,pixels,Usage), `fer2013new.csv` (Usage,Image name, 10 votes;
@@ -226,7 +287,7 @@ def write_demo_raw(raw_dir: str | os.PathLike, sizes: dict[str, int] | None = No
     no header, like FERPlus's). Each file is written atomically.
     """
     raw_dir = Path(raw_dir)
-    data = generate(sizes, seed, num_identities)
+    data = generate(sizes, seed, num_identities, regime)
     fer = io.StringIO()
     fer.write("emotion,pixels,Usage\n")
     new = io.StringIO()
@@ -252,13 +313,14 @@ def write_demo_raw(raw_dir: str | os.PathLike, sizes: dict[str, int] | None = No
     atomic.write_text(raw_dir / "fer2013new.csv", new.getvalue())
     for split, lines in labels.items():
         atomic.write_text(raw_dir / _FOLDER[split] / "label.csv", "".join(sorted(lines)))
-    return {"seed": int(seed), "num_identities": int(num_identities),
+    return {"seed": int(seed), "num_identities": int(num_identities), "regime": regime,
             "sizes": {s: len(v["classes"]) for s, v in data.items()}, "rows": row}
 
 
 def prepare_demo(output: str | os.PathLike, *, raw_dir: str | os.PathLike | None = None,
                  sizes: dict[str, int] | None = None, seed: int = 0,
-                 num_identities: int = NUM_IDENTITIES, source: dict[str, Any] | None = None,
+                 num_identities: int = NUM_IDENTITIES, regime: str = "classic",
+                 source: dict[str, Any] | None = None,
                  progress: bool = False) -> dict[str, Any]:
     """Generates the demo raw files (into `raw_dir`, or a temporary directory) and prepares them
     through the FER+ path into `output`; returns summary.json's content."""
@@ -268,7 +330,7 @@ def prepare_demo(output: str | os.PathLike, *, raw_dir: str | os.PathLike | None
 
     with tempfile.TemporaryDirectory(prefix="fer_distill_demo_") as tmp:
         raw = Path(raw_dir) if raw_dir is not None else Path(tmp)
-        written = write_demo_raw(raw, sizes, seed, num_identities)
+        written = write_demo_raw(raw, sizes, seed, num_identities, regime)
         info = {"generator": "fer_distill.data.demo", **written,
                   "note": "synthetic faces in FER+'s raw formats, prepared through the FER+ "
                           "csv path (fer2013.csv + fer2013new.csv + label.csv, majority votes)"}

@@ -1,4 +1,4 @@
-"""FER+ (Barsoum et al. 2016) prepared exactly as the paper used it.
+"""FER+ (Barsoum et al. 2016) prepared with FERPlus's majority rule, which gives the paper's counts.
 
 Images are FER2013's 48x48 grey faces; labels are FERPlus's crowd votes (10 per image) in the
 `FER2013{Train,Valid,Test}/label.csv` files of microsoft/FERPlus, reduced by FERPlus's

@@ -2,8 +2,10 @@
 
 The embeddings of the standard-KD student and of the triplet student on the same occluded
 face are concatenated, [E_KD ; E_triplet], and a linear SVM with C = 1 from scikit-learn
-classifies the result. The paper names `LinearSVC`'s family ("linear SVM", C = 1, scikit-learn)
-and nothing else, so every other setting is scikit-learn's default (one-vs-rest, squared hinge,
+classifies the result. The paper says "a linear Support Vector Machines (SVM) model", "C = 1"
+and "the SVM implementation from Scikit-learn", and nothing else. `LinearSVC` is our choice
+among scikit-learn's linear SVMs (liblinear scales to FER+'s 25k x 8192 features), and every
+other setting is scikit-learn's default (one-vs-rest, squared hinge,
 L2 penalty, fitted intercept) except two, chosen and said here:
 
 - `max_iter` is 10,000 instead of 1,000: on raw 8192-d relu7 features liblinear often needs

@@ -40,7 +40,9 @@ def kd_loss(
       labels: integer class indices, shape (B,) (or (B, 1), as Keras sometimes hands them).
       student_logits: A_S, shape (B, K), any float dtype.
       teacher_logits: A_T, shape (B, K), any float dtype. Treated as a constant
-        (`tf.stop_gradient`): only the student learns (paper: "the teacher is frozen").
+        (`tf.stop_gradient`): only the student learns. The paper minimises eq. 1 over θ_S
+        and says of its triplet stage that "only the weights θ_S of the student model are
+        updated"; a frozen teacher in KD is our reading of the same setting.
       lam: λ, the weight of the soft term, in [0, 1].
       temperature: τ > 0 (the paper uses τ = 20; τ > 1 softens).
       temperature_squared: multiply the soft term by τ² (Hinton's gradient-scale correction).

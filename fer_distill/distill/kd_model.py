@@ -72,6 +72,10 @@ class KDModel(keras.Model):
         self.eval_logits = _table(self.num_classes)
         self._has_table = {True: False, False: False}
         self.set_logits(train=train_logits, eval=eval_logits)
+        # The two terms' shares of eq. 1, (1 − λ)·hard and λ·soft, logged beside the loss
+        # (history, TensorBoard): whether the teacher's term acts at all is read from these.
+        self.hard_tracker = keras.metrics.Mean(name="kd_hard")
+        self.soft_tracker = keras.metrics.Mean(name="kd_soft")
 
     def set_logits(self, *, train=None, eval=None) -> None:
         """Sets the cached teacher logits for training and/or evaluation, (N, K) each."""
@@ -102,9 +106,14 @@ class KDModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del sample_weight  # eq. 1 weighs every image alike
-        loss = kd_loss(y, y_pred, self.teacher_logits(x, training), lam=self.lam,
-                       temperature=self.temperature,
-                       temperature_squared=self.temperature_squared)  # eqs. 1-2, batch mean
+        teacher_logits = self.teacher_logits(x, training)
+        terms = [kd_loss(y, y_pred, teacher_logits, lam=lam, temperature=self.temperature,
+                         temperature_squared=self.temperature_squared)
+                 for lam in (0.0, 1.0)]  # the hard and the soft term of eq. 1, batch means
+        hard, soft = (1.0 - self.lam) * terms[0], self.lam * terms[1]
+        self.hard_tracker.update_state(hard)
+        self.soft_tracker.update_state(soft)
+        loss = hard + soft  # eq. 1
         for extra in self.losses:  # regularisers a user may add to the student
             loss = loss + tf.cast(tf.reduce_sum(extra), loss.dtype)
         # Keras' convention: each replica returns its mean / replicas; gradients are summed.

@@ -47,6 +47,8 @@ from fer_distill.atomic import write_json, write_text
 from fer_distill.evaluation import evaluate as evaluation
 from fer_distill.evaluation import paper_table as pt
 from fer_distill.evaluation.mcnemar import CHI2, EXACT, mcnemar_from_predictions
+from fer_distill.evaluation.predictions import load_predictions
+from fer_distill.evaluation.transfer import transfer_of_predictions
 
 FORMAT = "fer_distill.report/1"
 MARKDOWN_FILE = "table_i.md"
@@ -72,6 +74,8 @@ NOT_EVALUATED = "not evaluated"
 LITERATURE = "literature"
 
 _SKIP_DIRS = {"checkpoints", "logs", "cache", "predictions", "fusion"}
+# Rows whose model is a student of the teacher row: the transfer section compares them with it.
+TRANSFER_STAGES = ("student", "eyes", "kd", "triplet", "fuse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,7 +370,7 @@ def _cell(paper_row: pt.PaperRow, paper_dataset: str | None, dataset: str, arch:
         "paper_accuracy": paper_accuracy,
         "paper_dagger": bool(paper_row.dagger[paper_dataset]) if paper_dataset else False,
         "status": NOT_RUN, "accuracy": None, "difference": None, "dagger": None,
-        "count": None, "mcnemar": None, "run_dir": None, "flagfile": None,
+        "count": None, "mcnemar": None, "transfer": None, "run_dir": None, "flagfile": None,
         "run_flagfile": None, "predictions": None, "source": None, "note": None,
     }
     if paper_row.kind == "literature":
@@ -392,6 +396,15 @@ def _cell(paper_row: pt.PaperRow, paper_dataset: str | None, dataset: str, arch:
                 run_flagfile=m.run_flagfile,
                 predictions=None if m.predictions is None else str(m.predictions),
                 source=m.source)
+    teacher = chosen.get((dataset, arch, "teacher", "full"))
+    if (paper_row.stage in TRANSFER_STAGES and teacher is not None
+            and teacher.predictions is not None and m.predictions is not None):
+        try:
+            cell["transfer"] = transfer_of_predictions(
+                load_predictions(teacher.predictions), load_predictions(m.predictions),
+                where=f"{teacher.predictions} vs {m.predictions}")
+        except ValueError as error:
+            cell["note"] = f"no transfer diagnostics: {error}"
     if paper_row.stage in pt.DISTILLED_STAGES:
         baseline = chosen.get((dataset, arch, "student", "lower_half_visible"))
         if baseline is None:
@@ -560,6 +573,25 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines.append("| " + " | ".join(fields) + " |")
         lines.append("")
 
+    moved = [(r, c) for t in report["tables"] for r in t["rows"]
+             for c in r["cells"].values() if c["transfer"]]
+    lines += ["## Transfer: how close each student is to its teacher", "",
+              "KL(teacher ‖ model) in nats, the teacher on full faces and the model on its own "
+              "view, averaged over the test images, and the share of images on which both "
+              "pick the same class. Distillation is meant to lower the first and raise the "
+              "second against the student baseline [1], which never saw the teacher.", ""]
+    if moved:
+        lines += ["| Data set | Model | Test faces | accuracy | KL(teacher ‖ model) | "
+                  "agreement with the teacher |", "|---|---|---|---:|---:|---:|"]
+        for row, cell in moved:
+            lines.append(f"| {DATASET_NAMES.get(cell['dataset'], cell['dataset'])} | "
+                         f"{row['label']} | {row['view_symbol']} | {_ours(cell)} | "
+                         f"{cell['transfer']['kl']:.3f} | "
+                         f"{100 * cell['transfer']['agreement']:.1f}% |")
+    else:
+        lines.append("No student with a finished teacher of the same network yet.")
+    lines.append("")
+
     tests = [(t, r, c) for t in report["tables"] for r in t["rows"]
              for c in r["cells"].values() if c["mcnemar"]]
     lines += [f"## McNemar's test against the student baseline [1] ({method})", ""]
@@ -612,7 +644,8 @@ def _code(text: str | None) -> str:
 CSV_COLUMNS = ("table", "row_key", "paper_row_key", "label", "view", "view_symbol", "dataset",
                "arch", "stage", "paper_dataset", "paper_accuracy", "paper_dagger", "status", "accuracy",
                "difference", "dagger", "mcnemar_b", "mcnemar_c", "mcnemar_statistic",
-               "mcnemar_pvalue", "mcnemar_method", "count", "run_dir", "flagfile",
+               "mcnemar_pvalue", "mcnemar_method", "transfer_kl", "transfer_agreement",
+               "count", "run_dir", "flagfile",
                "run_flagfile", "predictions", "source", "note")
 
 
@@ -637,7 +670,9 @@ def render_csv(report: Mapping[str, Any]) -> str:
                     "mcnemar_b": _csv(test.get("b")), "mcnemar_c": _csv(test.get("c")),
                     "mcnemar_statistic": _csv(test.get("statistic")),
                     "mcnemar_pvalue": _csv(test.get("pvalue")),
-                    "mcnemar_method": _csv(test.get("method"))})
+                    "mcnemar_method": _csv(test.get("method")),
+                    "transfer_kl": _csv((cell["transfer"] or {}).get("kl")),
+                    "transfer_agreement": _csv((cell["transfer"] or {}).get("agreement"))})
     return buffer.getvalue()
 
 

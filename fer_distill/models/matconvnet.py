@@ -13,6 +13,11 @@ fine-tuned 8-way teacher or student arrives ready for the later training stages:
   softmax/softmaxloss/loss (dropped: the model outputs logits). Defaults for missing fields
   are `vl_simplenn_tidy`'s.
 
+DagNN files (a graph of `dagnn.*` layers, as the model zoo's `imagenet-resnet-50-dag.mat`;
+top-level variables or a struct `net`) are recognised here and read by `dagnn.interpret`;
+`read_matconvnet` then returns a `dagnn.DagNNNetwork` and `to_keras`/`convert` build it. A
+ResNet-50 graph is recognised as the `resnet50` architecture.
+
 Anything it cannot convert faithfully is a `ValueError` naming the file, the layer (1-based
 index, as in MATLAB, and name) and what was expected.
 
@@ -37,10 +42,12 @@ import scipy.io
 
 from fer_distill.atomic import atomic_path
 from fer_distill.data.classes import CLASS_NAMES
+from fer_distill.models import dagnn
 from fer_distill.models import layers as mcn
 from fer_distill.models import simplenn as nn
 from fer_distill.models.mini import MIN_INPUT_SIZE as MINI_MIN_INPUT_SIZE
 from fer_distill.models.mini import layers as mini_layers
+from fer_distill.models.resnet50 import recognise as recognise_resnet50
 from fer_distill.models.vgg_f import layers as vgg_f_layers
 from fer_distill.models.vgg_face import layers as vgg_face_layers
 
@@ -226,8 +233,8 @@ class _Context:
         return ValueError(f"{self.path}:{where} {message}")
 
 
-def read_matconvnet(path: str | os.PathLike) -> MatConvNetNetwork:
-    """Reads and interprets a SimpleNN `.mat` file without building a model."""
+def read_matconvnet(path: str | os.PathLike) -> MatConvNetNetwork | dagnn.DagNNNetwork:
+    """Reads and interprets a SimpleNN or DagNN `.mat` file without building a model."""
     path = Path(path)
     variables, version = read_mat(path)
     ctx = _Context(path)
@@ -235,6 +242,8 @@ def read_matconvnet(path: str | os.PathLike) -> MatConvNetNetwork:
     meta = net.get("meta") if isinstance(net.get("meta"), dict) else {}
     normalization = meta.get("normalization", net.get("normalization"))
     classes = meta.get("classes", net.get("classes"))
+    if dagnn.is_dagnn(net):
+        return _read_dagnn(net, path, layout, version, normalization, classes, ctx)
     raw_layers = net["layers"]
     if isinstance(raw_layers, dict):
         raw_layers = [raw_layers]
@@ -278,6 +287,17 @@ def read_matconvnet(path: str | os.PathLike) -> MatConvNetNetwork:
     return network
 
 
+def _read_dagnn(net, path, layout, version, normalization, classes, ctx):
+    input_shape, average_image = _normalization(normalization, ctx)
+    network = dagnn.interpret(net, path=path, layout=f"dagnn-{layout}", matlab_version=version,
+                              input_shape=input_shape, average_image=average_image,
+                              class_names=_class_names(classes))
+    recognised = recognise_resnet50(network.layers, input_shape)
+    if recognised:
+        network.architecture, network.architecture_description = recognised
+    return network
+
+
 def _describe(value) -> str:
     if isinstance(value, np.ndarray):
         return f"a {value.dtype} array of shape {value.shape}"
@@ -290,7 +310,9 @@ def _find_net(variables: dict, ctx: _Context) -> tuple[dict, str]:
     found = sorted(variables)
     for value in variables.values():
         if isinstance(value, _Opaque) and "DagNN" in value.kind:
-            raise ctx.error("holds a dagnn.DagNN object; only SimpleNN chains can be converted")
+            raise ctx.error("holds a dagnn.DagNN object, which only MATLAB can read; save it "
+                            "as a plain struct first: s = net.saveobj(); save(file, '-struct', "
+                            "'s')")
     if "net" in variables:
         net = variables["net"]
         if isinstance(net, _Opaque):
@@ -301,26 +323,15 @@ def _find_net(variables: dict, ctx: _Context) -> tuple[dict, str]:
         layout = ("checkpoint" if {"state", "stats", "info"} & set(variables) else "net")
     elif "layers" in variables:
         net = variables
-        layout = "beta17" if "meta" in variables else "beta16"
+        layout = ("top" if dagnn.is_dagnn(net) else
+                  "beta17" if "meta" in variables else "beta16")
     else:
         raise ctx.error(f"has variables {found}; expected a SimpleNN network: 'layers' with "
                         f"'meta' (beta17+) or 'normalization'/'classes' (beta16), or a struct "
                         f"'net' holding them")
-    _reject_dagnn(net, ctx)
     if "layers" not in net:
         raise ctx.error(f"struct 'net' has fields {sorted(net)}; expected 'layers'")
     return net, layout
-
-
-def _reject_dagnn(net: dict, ctx: _Context):
-    layers = net.get("layers")
-    first = layers[0] if isinstance(layers, list) and layers else layers
-    dag_fields = {"block", "inputs", "outputs"} & set(first or {}) if isinstance(first, dict) \
-        else set()
-    dag_type = isinstance(first, dict) and str(first.get("type", "")).startswith("dagnn.")
-    if "params" in net or "vars" in net or dag_fields or dag_type:
-        raise ctx.error("is a DagNN network (it has 'params'/'vars' or layers with "
-                        "'block'/'inputs'/'outputs'); only SimpleNN chains can be converted")
 
 
 def _string(value, ctx, index, raw, field) -> str:
@@ -560,8 +571,10 @@ def recognise(network: MatConvNetNetwork) -> tuple[str, str]:
 # Building the Keras model
 # --------------------------------------------------------------------------------------------
 
-def to_keras(network: MatConvNetNetwork) -> keras.Model:
+def to_keras(network: MatConvNetNetwork | dagnn.DagNNNetwork) -> keras.Model:
     """The Keras model of a parsed network, with every weight set from the file."""
+    if isinstance(network, dagnn.DagNNNetwork):
+        return dagnn.to_keras(network)
     ctx = _Context(network.path)
     try:
         model = nn.build_chain(network.layers, input_shape=network.input_shape,
@@ -589,7 +602,8 @@ def to_keras(network: MatConvNetNetwork) -> keras.Model:
 
 
 def load_matconvnet(path: str | os.PathLike) -> keras.Model:
-    """Converts a SimpleNN `.mat` file into a Keras model named after its architecture."""
+    """Converts a SimpleNN or DagNN `.mat` file into a Keras model named after its
+    architecture."""
     return to_keras(read_matconvnet(path))
 
 

@@ -16,7 +16,6 @@ from typing import Sequence
 import keras
 
 from fer_distill import models
-from fer_distill.models import simplenn
 from fer_distill.train.execution import dtype_policy
 
 SCRATCH = "scratch"
@@ -132,7 +131,8 @@ def initial_network(init: str | None, *, arch: str, num_classes: int, image_size
     keeps it otherwise; "new" always; "keep" never.
     """
     if init in (None, "", SCRATCH):
-        kwargs = {"input_size": image_size} if arch == "mini" and image_size else {}
+        kwargs = ({"input_size": image_size}
+                  if arch in models.SIZED_ARCHITECTURES and image_size else {})
         keras.utils.set_random_seed(seed)
         return models.build(arch, num_classes, **kwargs), {"init": SCRATCH, "new_head": True}
     model = load_network(init, role="init", arch=arch)
@@ -151,23 +151,36 @@ def under_policy(model: keras.Model, policy: str, *, copy: bool = False) -> kera
     rebuilt, uncompiled copy.
 
     A `.keras` file records each layer's dtype policy, so a network saved in float32 loads in
-    float32 whatever the global policy; rebuilding its SimpleNN chain under the current policy
-    gives every layer the policy (fc8 stays float32, as the builders make it) and the weights
-    are copied layer by layer, by name.
+    float32 whatever the global policy; rebuilding it under the current policy
+    (`models.rebuild`: a SimpleNN chain or a DagNN graph such as ResNet-50) gives every layer
+    the policy (the classifier stays float32, as the builders make it) and the weights are
+    copied layer by layer, by name.
     """
     layers = [layer for layer in model.layers if layer.weights]
-    if not copy and all(layer.dtype_policy.name == policy or layer.name == models.LOGITS_LAYER
+    head = models.logits_layer(model).name
+    if not copy and all(layer.dtype_policy.name == policy or layer.name == head
                         for layer in layers):
         return model
-    from fer_distill.models.layers import MeanSubtraction
-
-    normalization = next(layer for layer in model.layers if isinstance(layer, MeanSubtraction))
     with dtype_policy(policy):
-        rebuilt = simplenn.build_chain(
-            simplenn.chain_of(model), input_shape=model.input_shape[1:], name=model.name,
-            average_image_shape=normalization.image_shape, zero_init=True)
+        rebuilt = models.rebuild(model)
     for layer in rebuilt.layers:
         if layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
     return rebuilt
 
+
+
+def apply_weight_decay(model: keras.Model, weight_decay: float) -> int:
+    """Puts MatConvNet's weight decay on `model`'s kernels (biases and other weights get none):
+    an L2 term (weight_decay / 2)·‖W‖² per kernel in the model's losses, so its gradient
+    weight_decay·W joins the loss gradient before momentum, as in cnn_train. Returns how many
+    kernels it decays. The term lives on the variables, not in the saved model's config."""
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay > 0 else None
+    count = 0
+    for variable in model.trainable_variables:
+        if variable.path.rsplit("/", 1)[-1] == "kernel":
+            variable.regularizer = regularizer
+            count += 1
+    return count

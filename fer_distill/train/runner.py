@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from fer_distill.atomic import atomic_path, write_json
 from fer_distill.train import callbacks as cb
@@ -35,6 +36,7 @@ from fer_distill.train.execution import (dtype_policy, is_chief, make_strategy,
 EVAL_SPLITS = ("validation", "test")
 # A stream of random numbers of its own for the `max_train_examples` subset.
 SUBSET_STREAM = 0x5AB5E7
+SHUFFLE_STREAM = 0x5F1E7
 
 
 def run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
@@ -53,6 +55,10 @@ def _run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] =
     `fer_distill.train.callbacks.NonFiniteLoss` when the loss becomes NaN.
     """
     config = config.resolved()
+    if config.deterministic:
+        # Same machine, same versions, same numbers: ops pick deterministic kernels (the
+        # seeds are set below). Process-wide and irreversible, as TensorFlow makes it.
+        tf.config.experimental.enable_op_determinism()
     done = None if config.overwrite else rundir.finished_metrics(config.workdir)
     if done is not None and not config.overwrite:
         print(f"{config.workdir}: finished run ({rundir.METRICS} exists, test accuracy "
@@ -91,7 +97,8 @@ def _run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] =
         with strategy.scope():
             student, summary = _fit(config, prepared, loaded, policy, workdir, chief,
                                     decision == "resume", callbacks)
-        return _finish(config, prepared, student, summary, workdir, chief)
+        return _finish(config, prepared, student, summary, workdir, chief,
+                       teacher=loaded.get("teacher"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -221,6 +228,7 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
     views, occlusion, to_xy = _stage_inputs(config)
     describe = f"{config.stage} {config.arch} ({workdir})"
 
+    nets.apply_weight_decay(student, config.weight_decay)
     optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate,
                                      momentum=config.momentum, name="sgd")
     accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -308,6 +316,10 @@ def _kd_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
                                   policy=policy, embeddings=False, verbose=config.verbose,
                                   write=chief)
         tables[split] = outputs.logits_table(prepared.count(split))
+    if config.shuffle_teacher:  # the misalignment control (TrainConfig.shuffle_teacher)
+        permuted = _shuffled(rows, config.seed)
+        tables["train"] = np.array(tables["train"], copy=True)
+        tables["train"][rows] = tables["train"][permuted]
     return KDModel(loaded["student"], None, lam=config.kd_lambda,
                    temperature=config.temperature,
                    temperature_squared=config.temperature_squared,
@@ -337,6 +349,11 @@ def _triplet_trainer(config, prepared, loaded, rows, size, policy, workdir, chie
                                 policy=policy, embeddings=True, verbose=config.verbose,
                                 write=chief)
         positives = cache.embeddings_of
+        if config.shuffle_teacher:  # the misalignment control (TrainConfig.shuffle_teacher)
+            partner = dict(zip(rows.tolist(), _shuffled(rows, config.seed).tolist()))
+
+            def positives(subset, embeddings_of=cache.embeddings_of):
+                return embeddings_of(np.array([partner[int(i)] for i in subset], np.int64))
     pools = MiningPools(trainer, prepared, rows=rows, positive_embeddings=positives,
                         seed=config.seed, fraction=config.mining_fraction,
                         batch_size=config.eval_batch_size)
@@ -347,22 +364,42 @@ def _triplet_trainer(config, prepared, loaded, rows, size, policy, workdir, chie
 # results
 # ------------------------------------------------------------------------------------------
 
-def _finish(config, prepared, student, summary, workdir, chief) -> dict:
+def _shuffled(rows: np.ndarray, seed: int) -> np.ndarray:
+    """`rows` in a seeded order with no row in its own place (a derangement by rotation of a
+    random permutation): row rows[i]'s teacher output becomes that of the returned [i]."""
+    order = np.random.default_rng([int(seed), SHUFFLE_STREAM]).permutation(len(rows))
+    out = np.empty_like(rows)
+    out[order] = rows[np.roll(order, 1)] if len(rows) > 1 else rows[order]
+    return out
+
+
+def _finish(config, prepared, student, summary, workdir, chief, teacher=None) -> dict:
     from fer_distill.evaluation.predictions import predict_split
+    from fer_distill.evaluation.transfer import transfer_of_predictions
 
     # A float32, uncompiled copy: the file carries no optimizer state and no mixed policy.
     final = nets.under_policy(student, "float32", copy=True)
     if chief:
         with atomic_path(workdir / rundir.MODEL) as tmp:
             final.save(tmp)
-    results, paths = _evaluate_splits(
-        config, prepared, workdir, chief,
-        lambda split: predict_split(final, prepared, split, config.view,
+    made = {}
+
+    def predict(split):
+        made[split] = predict_split(final, prepared, split, config.view,
                                     batch_size=config.eval_batch_size,
-                                    verbose=1 if config.verbose else 0))
+                                    verbose=1 if config.verbose else 0)
+        return made[split]
+
+    results, paths = _evaluate_splits(config, prepared, workdir, chief, predict)
     metrics = {"stage": config.stage, "arch": config.arch, "dataset": prepared.dataset,
                "view": config.view, "test": results["test"], "validation": results["validation"],
                **summary, "model": rundir.MODEL, "predictions": paths}
+    if teacher is not None:  # transfer diagnostics (fer_distill.evaluation.transfer)
+        teacher32 = nets.under_policy(teacher, "float32")
+        metrics["transfer"] = {split: transfer_of_predictions(
+            predict_split(teacher32, prepared, split, "full",
+                          batch_size=config.eval_batch_size), made[split])
+            for split in EVAL_SPLITS}
     if chief:
         write_json(workdir / rundir.METRICS, metrics)  # last: the run is finished
     _report(config, metrics)

@@ -446,7 +446,9 @@ def test_layer_errors_name_file_layer_and_expectation(tmp_path, edit, message):
     assert str(path) in str(error.value)
 
 
-def test_dagnn_file_is_refused(tmp_path):
+def test_dagnn_file_is_read_as_a_graph_and_a_map_output_refused(tmp_path):
+    """DagNN files go to the graph reader (tests/models/test_dagnn.py); this one-conv graph
+    ends in a 6x6 map, not logits, and the error says so, naming the file."""
     layer = {"name": "conv1", "type": "dagnn.Conv", "inputs": ["input"], "outputs": ["x1"],
              "params": ["conv1f", "conv1b"], "block": {"size": np.array([[3, 3, 3, 4]], float)}}
     array = np.empty((1, 1), dtype=[(k, object) for k in layer])
@@ -455,7 +457,8 @@ def test_dagnn_file_is_refused(tmp_path):
     path = tmp_path / "dag.mat"
     scipy.io.savemat(path, {"layers": array, "vars": _cell([]), "params": _cell([]),
                             "meta": {"normalization": {"imageSize": np.array([[8, 8, 3]])}}})
-    with pytest.raises(ValueError, match=r"dag.mat: is a DagNN network"):
+    with pytest.raises(ValueError, match=r"dag.mat: network 'dagnn' ends with a \(6, 6, 4\) "
+                                         r"map, not a vector of logits"):
         mc.load_matconvnet(path)
 
 

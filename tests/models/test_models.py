@@ -16,7 +16,7 @@ def test_build_dispatches_and_records_the_architecture():
     model = models.build("mini", num_classes=3, input_size=40)
     assert models.architecture_of(model) == "mini"
     assert model.output.shape == (None, 3) and model.input.shape == (None, 40, 40, 3)
-    assert models.ARCHITECTURES == ("vgg_f", "vgg_face", "mini")
+    assert models.ARCHITECTURES == ("vgg_f", "vgg_face", "mini", "resnet50")
     with pytest.raises(ValueError, match="'resnet'"):
         models.build("resnet")
 

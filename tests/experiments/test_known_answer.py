@@ -1,0 +1,37 @@
+"""The known-answer benchmark binary, end to end at its --quick size (a smoke run of the wiring:
+the quick numbers mean nothing), in a fresh process because it turns op determinism on."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_run_writes_the_table_with_controls_and_transfer(tmp_path):
+    output = tmp_path / "ka.md"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.known_answer", "--quick", "--seeds=2",
+         "--regimes=privileged", "--methods=kd_lambda0,kd_shuffled",
+         f"--workdir={tmp_path / 'runs'}", f"--output={output}"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = output.read_text()
+    assert "## Regime `privileged`" in text and "Keras" in text and "TensorFlow" in text
+    for method in ("baseline", "kd_lambda0", "kd_shuffled"):
+        assert f"| `{method}` |" in text
+    record = json.loads(output.with_suffix(".json").read_text())
+    rows = record["table"]["privileged"]
+    assert set(rows) == {"baseline", "kd_lambda0", "kd_shuffled"}
+    for method, row in rows.items():
+        assert 0.0 <= row["test_accuracy"][0] <= 1.0 and row["test_kl"][0] >= 0.0
+        assert 0.0 <= row["test_agreement"][0] <= 1.0
+        if method != "baseline":  # paired against the same seeds' baseline
+            assert "mcnemar" in row and len(row["delta_test_accuracy"]) == 3
+    # the shuffled control really trained against permuted teacher rows
+    config = json.loads((tmp_path / "runs" / "privileged" / "seed0" / "kd_shuffled"
+                         / "config.json").read_text())
+    assert config["shuffle_teacher"] is True and config["deterministic"] is True

@@ -1,0 +1,169 @@
+"""MatConvNet DagNN files → Keras, checked against the independent NumPy DagNN forward pass.
+
+The files are written here in the model zoo's layout (`dagnn_reference`): a ResNet-50 of the
+real topology and names at width 8 (conv1 8 channels, pool5 256) on 70x70 images (odd map
+sizes all the way down: 35, 17, 9, 5, 3), its layers listed in a shuffled order, and a
+full-size ResNet-50 with zero weights for the exact structure.
+"""
+import keras
+import numpy as np
+import pytest
+import scipy.io
+
+from experiments.convert_matconvnet import format_summary
+from fer_distill import models
+from fer_distill.models import matconvnet as mc
+
+from . import dagnn_reference as dref
+
+SIZE, WIDTH, CLASSES = 70, 8, 8
+NAMES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
+
+
+def _reduced(rng, shuffle=True):
+    layers, params, x, channels = dref.resnet50_dag(rng, width=WIDTH)
+    layers, params = dref.finish_resnet(layers, params, x, channels, rng, pool5=3,
+                                        num_classes=CLASSES)
+    if shuffle:  # a file need not list its layers in execution order
+        layers = [layers[i] for i in rng.permutation(len(layers))]
+    return layers, params
+
+
+def _write(path, layers, params, average, size=SIZE, **kwargs):
+    return dref.write_dagnn(path, layers, params, average_image=average, image_size=size,
+                            class_names=NAMES, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    layers, params = _reduced(rng)
+    average = rng.uniform(90, 140, (SIZE, SIZE, 3)).astype(np.float32)  # a full mean image
+    path = _write(tmp_path_factory.mktemp("dag") / "resnet-dag.mat", layers, params, average)
+    return path, layers, params, average
+
+
+def test_reduced_resnet_equals_the_numpy_dagnn_forward(reduced):
+    path, layers, params, average = reduced
+    network = mc.read_matconvnet(path)
+    assert (network.layout, network.architecture) == ("dagnn-top", "resnet50")
+    assert network.dropped == ["prob"] and network.class_names == NAMES
+    model = mc.load_matconvnet(path)
+    assert model.name == "resnet50" and model.input.shape == (None, SIZE, SIZE, 3)
+    assert models.embedding_layer(model).name == "pool5"
+    assert models.logits_layer(model).name == "fc1000"
+    images = np.random.default_rng(1).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    out = models.embedding_model(model).predict(images, verbose=0)
+    assert out["embedding"].shape == (2, 32 * WIDTH) and out["logits"].shape == (2, CLASSES)
+    for i, image in enumerate(images):
+        values = dref.forward(layers, params, image, average)
+        for key, var in (("logits", "fc1000"), ("embedding", "pool5")):
+            expected = values[var].reshape(-1)
+            scale = np.abs(expected).max()
+            assert scale > 1e-2  # not a dead network: the comparison means something
+            np.testing.assert_allclose(out[key][i], expected, rtol=0, atol=1e-4 * scale)
+        # the softmax MatConvNet puts on top is what a softmax of our logits gives
+        np.testing.assert_allclose(keras.ops.softmax(out["logits"][i]).numpy(),
+                                   values["prob"].reshape(-1), atol=1e-5)
+
+
+def test_converted_graph_is_the_builders_resnet50(reduced):
+    path, *_ = reduced
+    model = mc.load_matconvnet(path)
+    built = models.resnet50(CLASSES, SIZE, width=WIDTH)
+    assert [l.name for l in model.layers] == [l.name for l in built.layers]
+    for ours, theirs in zip(model.layers, built.layers):
+        assert type(ours) is type(theirs), ours.name
+        if ours.name != "normalization":  # the file's mean is a full image, the builder's RGB
+            assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
+    assert model.get_layer("pool1").pad == (0, 1, 0, 1)
+    assert model.get_layer("res3a_branch2a").strides == (2, 2)
+    assert not model.get_layer("res3a_branch2a").use_bias and model.get_layer("conv1").use_bias
+
+
+def test_net_struct_layout_converts_through_the_binary_path(tmp_path):
+    rng = np.random.default_rng(2)
+    layers, params = _reduced(rng, shuffle=False)
+    average = np.array([[[122.0, 116.0, 104.0]]], np.float32)
+    path = _write(tmp_path / "net-epoch-3.mat", layers, params, average, as_net_struct=True)
+    model, summary = mc.convert(path, tmp_path / "resnet.keras")
+    assert summary["layout"] == "dagnn-checkpoint" and summary["architecture"] == "resnet50"
+    assert summary["num_classes"] == CLASSES and summary["dropped_layers"] == ["prob"]
+    assert summary["parameters"] == sum(v.size for v in params.values())
+    assert summary["keras_parameters"] == summary["parameters"] + 3  # + the mean colour
+    assert "ResNet-50" in format_summary(summary)
+    loaded = models.load_model(tmp_path / "resnet.keras")
+    image = rng.uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(image, verbose=0), model.predict(image, verbose=0),
+                               rtol=1e-6, atol=1e-6)
+
+
+def _tiny_graph():
+    """conv (whole 4x4 map) → relu → conv 1x1: a two-layer DagNN classifier on 4x4 images."""
+    rng = np.random.default_rng(3)
+    layers = [
+        {"name": "c1", "type": "dagnn.Conv", "inputs": ["data"], "outputs": ["a"],
+         "params": ["c1f", "c1b"], "block": {"size": np.array([[4, 4, 3, 5]], float),
+                                              "hasBias": True}},
+        {"name": "r1", "type": "dagnn.ReLU", "inputs": ["a"], "outputs": ["b"], "params": [],
+         "block": {"leak": 0.0}},
+        {"name": "c2", "type": "dagnn.Conv", "inputs": ["b"], "outputs": ["c"],
+         "params": ["c2f", "c2b"], "block": {"size": np.array([[1, 1, 5, 2]], float),
+                                              "hasBias": True}},
+    ]
+    params = {"c1f": rng.standard_normal((4, 4, 3, 5)).astype(np.float32),
+              "c1b": np.zeros(5, np.float32),
+              "c2f": rng.standard_normal((1, 1, 5, 2)).astype(np.float32),
+              "c2b": np.zeros(2, np.float32)}
+    return layers, params
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda l, p: l[1].update(type="dagnn.Concat"),
+     r"layer 2 \('r1'\): unknown layer type 'dagnn.Concat'"),
+    (lambda l, p: p.pop("c2f"),
+     r"layer 3 \('c2'\): names parameter 'c2f', which the file's params do not hold"),
+    (lambda l, p: l[2].update(inputs=["b", "label"]),
+     r"layer 3 \('c2'\): has inputs \['b', 'label'\]|reads variables \['data', 'label'\]"),
+    (lambda l, p: p.update(c1f=np.zeros((3, 3, 3, 5), np.float32)),
+     r"layer 1 \('c1'\): filters have shape \[3, 3, 3, 5\]; block.size is \[4, 4, 3, 5\]"),
+    (lambda l, p: l[0].update(outputs=["b"]),
+     r"layer 2 \('r1'\): writes variable 'b', which layer 1 \('c1'\) writes too"),
+])
+def test_bad_graphs_name_the_file_and_the_layer(tmp_path, break_it, message):
+    layers, params = _tiny_graph()
+    good = _write(tmp_path / "good.mat", layers, params, np.zeros((1, 1, 3), np.float32), size=4)
+    assert mc.load_matconvnet(good).output.shape == (None, 2)
+    break_it(layers, params)
+    path = _write(tmp_path / "bad.mat", layers, params, np.zeros((1, 1, 3), np.float32), size=4)
+    with pytest.raises(ValueError, match=r"bad.mat: .*(?:" + message + ")"):
+        mc.load_matconvnet(path)
+
+
+def test_a_saved_dagnn_object_is_refused_with_the_fix(tmp_path):
+    """scipy cannot read MATLAB objects: a `dagnn.DagNN` saved as an object is an error that
+    says how to save it as a struct instead."""
+    path = tmp_path / "object.mat"
+    scipy.io.savemat(path, {"x": np.zeros(1)})
+    from fer_distill.models.matconvnet import _Context, _find_net, _Opaque
+
+    with pytest.raises(ValueError, match=r"object.mat: holds a dagnn.DagNN object.*saveobj"):
+        _find_net({"net": _Opaque("MATLAB object of class dagnn.DagNN")}, _Context(path))
+
+
+def test_full_size_resnet50_file_has_exactly_the_builders_parameters(tmp_path):
+    layers, params, x, channels = dref.resnet50_dag(None, zeros=True)
+    layers, params = dref.finish_resnet(layers, params, x, channels, None, pool5=7,
+                                        num_classes=CLASSES, zeros=True)
+    average = np.array([[[123.68, 116.779, 103.939]]], np.float32)
+    path = _write(tmp_path / "imagenet-resnet-50-dag.mat", layers, params, average, size=224)
+    network = mc.read_matconvnet(path)
+    assert network.architecture == "resnet50" and network.num_classes == CLASSES
+    model = mc.to_keras(network)
+    in_file = sum(v.size for v in params.values())
+    assert in_file == 23_577_608  # counted from the file's arrays, not from Keras
+    built = models.resnet50(CLASSES)
+    assert model.count_params() == built.count_params() == in_file + 3
+    assert [l.name for l in model.layers] == [l.name for l in built.layers]
+    assert model.get_layer("pool5").output.shape == (None, 2048)
+    assert model.get_layer("res5c_relu").output.shape == (None, 7, 7, 2048)
