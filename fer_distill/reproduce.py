@@ -66,6 +66,9 @@ TRAINING_STAGES = ("teacher", "student", "eyes", "kd", "triplet", "fuse")
 DATASETS = ("ferplus", "affectnet", "demo")
 EVALUATION_VIEWS = {"lower_half_visible": "lower", "upper_half_visible": "upper"}
 FORMAT = "fer_distill.reproduce/1"
+# Where a demo reproduction keeps the network it pretrains (Preset.demo_pretrain); the report
+# does not read it (it is no row of Table I).
+PRETRAINED_DIR = "pretrained"
 
 
 def _frozen(mapping: Mapping[str, Mapping[str, Any]] | None) -> Mapping[str, Mapping[str, Any]]:
@@ -90,6 +93,11 @@ class Preset:
     demo_sizes: Mapping[str, int] | None = None
     demo_seed: int = 0
     demo_regime: str = "classic"
+    # When set (and no --pretrained is given), the prepare stage makes the network the demo's
+    # teacher, student and eyes baseline fine-tune, as the paper's start from one pretrained
+    # file: `mini` trained on full faces of a "classic" demo set drawn with `seed`, with
+    # `train` TrainConfig fields. {"seed": int, "train": {...}}
+    demo_pretrain: Mapping[str, Any] | None = None
     smoke_scale: bool = False
 
     def __post_init__(self):
@@ -258,6 +266,9 @@ class ReproduceConfig:
                                            if self.preset.demo_sizes else None),
                             "demo_seed": self.preset.demo_seed,
                             "demo_regime": self.preset.demo_regime,
+                            "demo_pretrain": (None if self.preset.demo_pretrain is None else
+                                              json.loads(json.dumps(
+                                                  dict(self.preset.demo_pretrain)))),
                             "smoke_scale": self.preset.smoke_scale}
         values["overrides"] = {k: dict(v) for k, v in self.overrides.items()}
         values["prepare_options"] = dict(self.prepare_options)
@@ -292,6 +303,11 @@ class Layout:
         return self.root / "flags" / f"{self.dataset}_{self.arch}_{name}.flags"
 
     @property
+    def pretrained(self) -> Path:
+        """The demo's own pretrained network (Preset.demo_pretrain): its data and its run."""
+        return self.root / PRETRAINED_DIR
+
+    @property
     def report(self) -> Path:
         return self.root / "report"
 
@@ -324,6 +340,13 @@ class Reproduction:
             except ValueError:
                 self.stages = {}
         self.data_dir = Path(config.data).absolute() if config.data else self.layout.data
+
+    @property
+    def demo_pretrains(self) -> bool:
+        """Whether this reproduction makes its own pretrained network (Preset.demo_pretrain)."""
+        config = self.config
+        return (config.dataset == "demo" and config.preset.demo_pretrain is not None
+                and not config.pretrained and not config.from_matconvnet)
 
     # -- records -------------------------------------------------------------------------
 
@@ -422,6 +445,8 @@ class Reproduction:
         if prepared is not None:
             self._check_dataset(prepared)
             self._say(f"   {self.data_dir}: already prepared; not repeated")
+            if self.demo_pretrains:
+                self._pretrain_demo()  # finished: checked and skipped; interrupted: resumed
             return {"status": "finished earlier", "data": str(self.data_dir)}
         source = {"by": "fer_distill.reproduce", "preset": config.preset.name}
         options = dict(config.prepare_options)
@@ -443,7 +468,32 @@ class Reproduction:
         prepared = read_prepared(self.data_dir)
         counts = ", ".join(f"{s} {prepared.count(s)}" for s in ("train", "validation", "test"))
         self._say(f"   prepared {prepared.dataset} into {self.data_dir}: {counts}")
+        if self.demo_pretrains:
+            self._pretrain_demo()
         return {"status": "done", "data": str(self.data_dir)}
+
+    def _pretrain_demo(self) -> None:
+        """The demo's stand-in for a pretrained file (Preset.demo_pretrain)."""
+        from fer_distill.data.demo import prepare_demo
+        from fer_distill.data.prepared import read_prepared
+        from fer_distill.train import TrainConfig, run
+
+        spec = self.config.preset.demo_pretrain
+        root = self.layout.pretrained
+        data = root / "data"
+        try:
+            read_prepared(data)
+        except FileNotFoundError:
+            sizes = dict(self.config.preset.demo_sizes) if self.config.preset.demo_sizes \
+                else None
+            prepare_demo(data, sizes=sizes, seed=int(spec["seed"]), regime="classic",
+                         source={"by": "fer_distill.reproduce", "role": "pretraining"})
+        self._say(f"   pretraining mini on full faces of the classic demo set ({root})")
+        workdir = root / "run"
+        run(TrainConfig(stage="teacher", arch=self.config.arch, data=str(data),
+                        workdir=str(workdir), seed=int(spec["seed"]),
+                        resume=(workdir / "config.json").is_file(),
+                        verbose=self.config.verbose, **dict(spec.get("train", {}))))
 
     def _check_dataset(self, prepared) -> None:
         if prepared.dataset != self.config.dataset:
@@ -478,6 +528,9 @@ class Reproduction:
             if config.from_matconvnet and stage == "eyes":
                 return None
             wiring["init"] = imported or config.pretrained
+            if wiring["init"] is None and self.demo_pretrains:
+                wiring["init"] = str(self.layout.pretrained / "run" / "model.keras")
+                values.setdefault("head", "new")  # the paper's fresh 8-way fc8
         elif stage in ("kd", "triplet"):
             wiring["teacher"] = str(layout.model("teacher"))
             wiring["init"] = str(layout.model("student"))

@@ -25,6 +25,9 @@ TINY = rp.Preset(
            "triplet": {"learning_rate": 0.0005, "triplet_reduction": "mean",
                        "triplet_lambda": 0.01}},
     demo_sizes={"train": 96, "validation": 32, "test": 40},
+    demo_regime="privileged",
+    demo_pretrain={"seed": 7, "train": {"image_size": 32, "batch_size": 16, "epochs": 1,
+                                        "steps_per_epoch": 2, "learning_rate": 0.01}},
     smoke_scale=True,
 )
 ROWS = ("teacher", "student", "eyes", "kd", "triplet", "fuse")
@@ -255,3 +258,24 @@ def test_train_flagfile_lists_wiring_and_non_defaults_only():
     assert text.splitlines() == ["# title", "# line two", "--stage=kd", "--arch=mini",
                                  "--data=d", "--workdir=w", "--init=s.keras",
                                  "--teacher=t.keras", "--epochs=3", "--temperature_squared"]
+
+
+def test_the_demo_pretrains_its_own_start_and_the_report_shows_transfer(pipeline):
+    workdir = pipeline["workdir"]
+    pretrained = workdir / rp.PRETRAINED_DIR / "run" / "model.keras"
+    assert pretrained.is_file()
+    data = json.loads((workdir / "data" / "prepared" / "demo" / "summary.json").read_text())
+    assert data["source"]["regime"] == "privileged"
+    for stage in ("teacher", "student", "eyes"):
+        config = load_config(workdir / "runs/demo/mini" / stage / "config.json")
+        assert config.init == str(pretrained) and config.head == "new"
+    report = pipeline["report"]
+    assert not any("several runs" in w for w in report["warnings"])  # pretrain is no row
+    cells = {row["key"]: cell for table in report["tables"] for row in table["rows"]
+             for cell in row["cells"].values()}
+    moved = {key: cell["transfer"] for key, cell in cells.items() if cell["transfer"]}
+    assert {"mini/student/lower_half_visible", "mini/kd/lower_half_visible",
+            "mini/triplet/lower_half_visible"} <= set(moved)
+    assert all(t["kl"] >= 0 and 0 <= t["agreement"] <= 1 for t in moved.values())
+    assert "## Transfer: how close each student is to its teacher" in pipeline["printed"][
+        "second"][-1]

@@ -73,7 +73,8 @@ INCOMPLETE = "incomplete"
 NOT_EVALUATED = "not evaluated"
 LITERATURE = "literature"
 
-_SKIP_DIRS = {"checkpoints", "logs", "cache", "predictions", "fusion"}
+# "pretrained": a demo reproduction's stand-in for a pretrained file (fer_distill.reproduce).
+_SKIP_DIRS = {"checkpoints", "logs", "cache", "predictions", "fusion", "pretrained"}
 # Rows whose model is a student of the teacher row: the transfer section compares them with it.
 TRANSFER_STAGES = ("student", "eyes", "kd", "triplet", "fuse")
 
