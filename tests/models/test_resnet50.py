@@ -91,11 +91,15 @@ def test_keras_resnet50_weights_file_computes_what_keras_computes(tmp_path, suff
                                atol=1e-4 * np.abs(expected).max())
     np.testing.assert_allclose(keras.ops.softmax(out["logits"]).numpy(),
                                source(keras_in).numpy(), atol=1e-5)
-    # a file that is not ResNet50's weights is refused, naming it
+    # --init=FILE.h5 reaches this loader (models.load_model dispatches .h5 to it), and a file
+    # that is not ResNet50's weights is refused, naming it
+    from fer_distill.train.networks import load_network
+
     other = tmp_path / "other.weights.h5"
     keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save_weights(other)
-    with pytest.raises(ValueError, match="other.weights.h5: not the weights of"):
-        keras_resnet50.load_keras_resnet50(other, input_size=64)
+    with pytest.raises(ValueError, match="init file .*other.weights.h5 could not be loaded: "
+                                         ".*other.weights.h5: not the weights of"):
+        load_network(other, role="init", arch="resnet50")
 
 
 def test_every_stage_trains_resnet50_on_the_demo_set(tmp_path):
