@@ -140,6 +140,27 @@ def test_bad_graphs_name_the_file_and_the_layer(tmp_path, break_it, message):
         mc.load_matconvnet(path)
 
 
+def test_matlab_v73_dagnn_file(tmp_path):
+    """The same graph as MATLAB's `save -v7.3` stores it (HDF5 struct arrays of references;
+    written by the package's v7.3 writer, checked against MATLAB's conventions in
+    test_matconvnet.py)."""
+    layers, params = _tiny_graph()
+    variables = {
+        "layers": mc.StructArray(layers),
+        "params": mc.StructArray([{"name": k, "value": v} for k, v in params.items()]),
+        "vars": mc.StructArray([{"name": n, "precious": False} for n in ("data", "a", "b", "c")]),
+        "meta": {"normalization": {"averageImage": np.full((1, 1, 3), 100.0, np.float32),
+                                   "imageSize": np.array([[4.0, 4.0, 3.0]])}}}
+    path = tmp_path / "dag73.mat"
+    mc._write_v73(path, variables)
+    network = mc.read_matconvnet(path)
+    assert (network.layout, network.matlab_version) == ("dagnn-top", "7.3")
+    image = np.random.default_rng(4).uniform(0, 255, (1, 4, 4, 3)).astype(np.float32)
+    expected = dref.forward(layers, params, image[0], np.full((1, 1, 3), 100.0))["c"]
+    np.testing.assert_allclose(mc.to_keras(network)(image).numpy()[0], expected.reshape(-1),
+                               rtol=1e-5, atol=1e-4)
+
+
 def test_a_saved_dagnn_object_is_refused_with_the_fix(tmp_path):
     """scipy cannot read MATLAB objects: a `dagnn.DagNN` saved as an object is an error that
     says how to save it as a struct instead."""
