@@ -190,3 +190,19 @@ def test_full_size_resnet50_file_has_exactly_the_builders_parameters(tmp_path):
     assert [l.name for l in model.layers] == [l.name for l in built.layers]
     assert model.get_layer("pool5").output.shape == (None, 2048)
     assert model.get_layer("res5c_relu").output.shape == (None, 7, 7, 2048)
+
+
+def test_batch_norm_sigma_is_used_as_stored_even_below_sqrt_epsilon():
+    """vl_nnbnorm divides by the file's sigma; a sigma below sqrt(epsilon) (moments computed
+    with a smaller epsilon than the block records) must still be exact in Keras."""
+    from fer_distill.models import dagnn
+
+    layer = keras.layers.BatchNormalization(epsilon=1e-4)
+    layer.build((None, 2))
+    sigma = np.array([1e-3, 2.0])
+    moments = np.stack([np.array([0.5, -1.0]), sigma], axis=1)
+    values = dagnn._bnorm_weights({"name": "bn"}, [np.ones(2), np.zeros(2), moments], layer)
+    layer.set_weights([v.astype(np.float32) for v in values])
+    x = np.array([[0.501, 1.0]], np.float32)
+    expected = (x - moments[:, 0]) / sigma
+    np.testing.assert_allclose(layer(x, training=False).numpy(), expected, rtol=1e-4)
