@@ -467,7 +467,11 @@ def _bnorm_weights(layer, arrays, target):
     if np.any(sigma <= 0):
         raise ValueError("moments have a non-positive sigma; expected [mean sigma] with "
                          "sigma = sqrt(variance + epsilon) > 0")
-    variance = np.maximum(sigma**2 - target.epsilon, 0.0)
+    if np.min(sigma) ** 2 <= target.epsilon:
+        # why: vl_nnbnorm divides by the stored sigma whatever `epsilon` says; Keras divides by
+        # sqrt(variance + epsilon), so a smaller epsilon keeps a tiny sigma exact.
+        target.epsilon = float(np.min(sigma) ** 2 / 2)
+    variance = sigma**2 - target.epsilon
     return [gain.ravel(), bias.ravel(), mean, variance]
 
 

@@ -196,11 +196,12 @@ def _run(layer, inputs, weights):
     block, kind = layer["block"], layer["type"]
     if kind == "dagnn.Conv":
         bias = weights[1] if block["hasBias"] else None
-        return ref.conv(inputs[0], weights[0], bias, block["stride"], block["pad"])
+        return ref.conv(inputs[0], weights[0], bias, block.get("stride", 1),
+                        block.get("pad", 0))  # dagnn.Filter's defaults
     if kind == "dagnn.BatchNorm":
         return ref.bnorm(inputs[0], *weights)  # test mode: the stored moments
     if kind == "dagnn.ReLU":
-        return ref.relu(inputs[0], block["leak"])
+        return ref.relu(inputs[0], block.get("leak", 0.0))
     if kind == "dagnn.Pooling":
         return ref.pool(inputs[0], block["poolSize"], block["stride"], block["pad"],
                         block["method"])
