@@ -116,40 +116,47 @@ PAPER = Preset(
     description="the paper's hyper-parameters (fer_distill.train.paper_defaults)",
 )
 
-# The embedded demo (measured on 2 shared CPU cores; the numbers it gives are in the report).
-# - 32x32 inputs and the `mini` network: the demo faces are 48x48; 32 keeps every step cheap.
-# - 2,400/400/600 drawn images (after FER+'s majority vote about 2,250/380/560 remain): enough
-#   for the teacher to learn the brows and eyes that tell the look-alike mouths apart.
-# - teacher and baselines: 30 epochs at 0.01, the plateau rule (patience 4: the eyes baseline
-#   sits on a plateau for its first ~4 epochs, and a shorter patience cut its rate before it
-#   started learning) taking the rate down to 1e-4, so the student baseline [1] has converged
-#   before kd and triplet continue from it (a baseline stopped early would credit distillation
-#   with plain extra training).
-# - kd, triplet: from the converged student at a tenth of its starting rate.
-# - triplet: mini's teacher and student are trained from scratch, not from one pretrained
-#   network as in the paper, so their embedding spaces are unrelated and eq. 3's distances are
-#   large: summed over the batch with lambda = 0.5 the triplet term is hundreds of times the
-#   cross-entropy and wrecks the student at any rate we tried (1e-6 .. 5e-4). The demo uses the
-#   batch mean and lambda = 0.01, which keeps the term beside the cross-entropy.
+# The embedded demo: the protocol of experiments/known_answer.py's "privileged" regime, seed 0,
+# so its numbers are that benchmark's first seed (KNOWN_ANSWER.md has all seeds and controls).
+# - Data: the "privileged" demo regime (fer_distill.data.demo): faces drawn from real FER+ vote
+#   vectors and labelled by FER+'s majority rule; the lower half shows a weak trace of the brows.
+#   2,400/400/600 drawn (about 2,100/350/530 kept by the vote rule).
+# - `mini` at 32x32, batch 32, deterministic (the same command prints the same numbers on the
+#   same machine and versions).
+# - A start of its own, as the paper's networks start from one pretrained file: `mini` trained
+#   on full faces of a "classic" demo set (seed 1000); teacher, student and eyes fine-tune it
+#   with a fresh fc8 for 30 epochs at 0.01 (plateau rule, patience 4, down to 1e-4), so the
+#   student baseline [1] has converged before kd and triplet continue from it (a baseline
+#   stopped early would credit distillation with plain extra training).
+# - kd: 10 epochs at 1e-3 (patience 2, floor 1e-5); triplet: 5 epochs at 1e-5, a hundredth of
+#   the kd rate as in the paper. The kd temperature / tau^2 and the triplet reduction are the
+#   ones the known-answer benchmark chose on VALIDATION accuracy (DEMO_CHOICE below).
+_BASE = {"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001, "lr_patience": 4}
+DEMO_CHOICE = {"kd": {"temperature": 1.0, "temperature_squared": False},
+               "triplet": {"triplet_reduction": "mean"}}
 DEMO = Preset(
     name="demo",
-    description=("synthetic smoke-scale: the generated demo faces, the small `mini` network at "
-                 "32x32, a few epochs per stage on a CPU; shows the pipeline, not the paper's "
-                 "numbers"),
+    description=("synthetic smoke-scale: the FER+-shaped demo faces (regime 'privileged'), the "
+                 "small `mini` network at 32x32 from its own pretrained start, deterministic; "
+                 f"kd tau {DEMO_CHOICE['kd']['temperature']:g}"
+                 f"{' with' if DEMO_CHOICE['kd']['temperature_squared'] else ' without'} tau^2, "
+                 f"triplet term {DEMO_CHOICE['triplet']['triplet_reduction']} over the batch "
+                 "(chosen on validation by experiments.known_answer); shows the pipeline, not "
+                 "the paper's numbers"),
     train={
-        "*": {"image_size": 32, "batch_size": 32, "seed": 0},
-        "teacher": {"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001,
-                    "lr_patience": 4},
-        "student": {"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001,
-                    "lr_patience": 4},
-        "eyes": {"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001,
-                 "lr_patience": 4},
+        "*": {"image_size": 32, "batch_size": 32, "seed": 0, "deterministic": True},
+        "teacher": _BASE,
+        "student": _BASE,
+        "eyes": _BASE,
         "kd": {"epochs": 10, "learning_rate": 0.001, "min_learning_rate": 0.00001,
-               "lr_patience": 2},
-        "triplet": {"epochs": 5, "learning_rate": 0.001, "min_learning_rate": 0.001,
-                    "triplet_reduction": "mean", "triplet_lambda": 0.01},
+               "lr_patience": 2, **DEMO_CHOICE["kd"]},
+        "triplet": {"epochs": 5, "learning_rate": 0.00001, "min_learning_rate": 0.00001,
+                    **DEMO_CHOICE["triplet"]},
     },
     demo_sizes={"train": 2400, "validation": 400, "test": 600},
+    demo_regime="privileged",
+    demo_pretrain={"seed": 1000, "train": {"image_size": 32, "batch_size": 32,
+                                           "deterministic": True, **_BASE}},
     smoke_scale=True,
 )
 
@@ -493,7 +500,9 @@ class Reproduction:
         run(TrainConfig(stage="teacher", arch=self.config.arch, data=str(data),
                         workdir=str(workdir), seed=int(spec["seed"]),
                         resume=(workdir / "config.json").is_file(),
-                        verbose=self.config.verbose, **dict(spec.get("train", {}))))
+                        verbose=self.config.verbose,
+                        # "*" overrides (a shorter run) reach the pretraining too
+                        **{**dict(spec.get("train", {})), **self.config.overrides.get("*", {})}))
 
     def _check_dataset(self, prepared) -> None:
         if prepared.dataset != self.config.dataset:

@@ -48,7 +48,10 @@ def test_no_data_arguments_run_the_demo_and_print_the_table(tmp_path, capsys):
     kd = json.loads((workdir / "runs/demo/mini/kd/config.json").read_text())
     assert (kd["epochs"], kd["steps_per_epoch"], kd["learning_rate"]) == (1, 2, 0.001)
     triplet = json.loads((workdir / "runs/demo/mini/triplet/config.json").read_text())
-    assert (triplet["learning_rate"], triplet["triplet_lambda"]) == (1e-4, 0.01)
+    assert (triplet["learning_rate"], triplet["triplet_lambda"]) == (1e-4, 0.5)
+    pretrain = json.loads((workdir / "pretrained/run/config.json").read_text())
+    assert (pretrain["epochs"], pretrain["steps_per_epoch"], pretrain["seed"]) == (1, 2, 1000)
+    assert kd["deterministic"] is True and summary["source"]["regime"] == "privileged"
 
 
 def test_flags_become_the_config(tmp_path):
