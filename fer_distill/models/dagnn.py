@@ -273,13 +273,8 @@ def build_dag(layers: Sequence[Layer], *, input_shape: Sequence[int], name: str,
         names.add(layer["name"])
     source, sink = input_and_output(layers)
     last = classifier_name(layers)
-    height, width, channels = (int(d) for d in input_shape)
-    image = keras.Input(shape=(height, width, channels), name="image")
-    if average_image is not None:
-        normalization = mcn.MeanSubtraction(initial_value=average_image, name="normalization")
-    else:
-        normalization = mcn.MeanSubtraction(image_shape=average_image_shape or (1, 1, channels),
-                                            name="normalization")
+    image, normalization = mcn.input_and_normalization(input_shape, average_image,
+                                                       average_image_shape)
     tensors = {source: normalization(image)}
     for index in topological_order(layers):
         layer = layers[index]

@@ -263,3 +263,14 @@ CUSTOM_OBJECTS = {
     cls.__name__: cls
     for cls in (MeanSubtraction, MatConvNetConv2D, MatConvNetPooling2D, MatConvNetLRN)
 }
+
+
+def input_and_normalization(input_shape, average_image=None, average_image_shape=None):
+    """The `image` Input of a MatConvNet network and its `normalization` layer (not yet called):
+    the mean is `average_image` when given, else zeros of `average_image_shape` (1x1xC)."""
+    height, width, channels = (int(d) for d in input_shape)
+    image = keras.Input(shape=(height, width, channels), name="image")
+    if average_image is not None:
+        return image, MeanSubtraction(initial_value=average_image, name="normalization")
+    return image, MeanSubtraction(image_shape=average_image_shape or (1, 1, channels),
+                                  name="normalization")

@@ -94,13 +94,8 @@ def build_chain(layers: Sequence[Layer], *, input_shape: Sequence[int], name: st
     initialisers, so the model's config is the builder's.
     Raises `ChainError` naming the layer when shapes do not chain.
     """
-    height, width, channels = (int(d) for d in input_shape)
-    image = keras.Input(shape=(height, width, channels), name="image")
-    if average_image is not None:
-        normalization = mcn.MeanSubtraction(initial_value=average_image, name="normalization")
-    else:
-        normalization = mcn.MeanSubtraction(image_shape=average_image_shape or (1, 1, channels),
-                                            name="normalization")
+    image, normalization = mcn.input_and_normalization(input_shape, average_image,
+                                                       average_image_shape)
     x = normalization(image)
     weight_layers = [i for i, layer in enumerate(layers) if layer["type"] in ("conv",)]
     if not weight_layers:

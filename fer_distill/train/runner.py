@@ -348,12 +348,13 @@ def _triplet_trainer(config, prepared, loaded, rows, size, policy, workdir, chie
                                 cache_dir=workdir / rundir.CACHE, teacher_path=config.teacher,
                                 policy=policy, embeddings=True, verbose=config.verbose,
                                 write=chief)
-        positives = cache.embeddings_of
         if config.shuffle_teacher:  # the misalignment control (TrainConfig.shuffle_teacher)
             partner = dict(zip(rows.tolist(), _shuffled(rows, config.seed).tolist()))
 
-            def positives(subset, embeddings_of=cache.embeddings_of):
-                return embeddings_of(np.array([partner[int(i)] for i in subset], np.int64))
+            def positives(subset):
+                return cache.embeddings_of(np.array([partner[int(i)] for i in subset], np.int64))
+        else:
+            positives = cache.embeddings_of
     pools = MiningPools(trainer, prepared, rows=rows, positive_embeddings=positives,
                         seed=config.seed, fraction=config.mining_fraction,
                         batch_size=config.eval_batch_size)
