@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -138,18 +139,28 @@ def _from_chief(strategy: tf.distribute.Strategy, value: tf.Tensor) -> tf.Tensor
     return strategy.reduce("SUM", per_replica, axis=None)
 
 
-def share_resume_state(state: dict | None, *,
-                       weights_model: keras.Model, optimizer, trainable_variables,
-                       stateful: dict[str, Any]) -> dict | None:
-    """Gives every worker the chief's restored checkpoint; returns its state.json content.
+def restore_on_chief(restore: Callable[[], dict | None], *, weights_model: keras.Model,
+                     optimizer, trainable_variables, stateful: dict[str, Any]) -> dict | None:
+    """Restores the chief's checkpoint on every worker; returns its state.json content.
 
-    `state`: what `callbacks.restore` returned on the chief (None when it starts fresh;
-    ignored on the other workers). The weights of `weights_model`, the variables of
-    `optimizer` (built on `trainable_variables` first, as `restore` does) and the states of
-    the `stateful` callbacks are then the chief's on every worker. Every worker must call it,
-    inside `strategy.scope()`.
+    `restore()` loads the checkpoint into the objects below and returns its state (None when
+    there is none: a fresh start); only the chief's result counts. Then the weights of
+    `weights_model`, the variables of `optimizer` and the states of the `stateful` callbacks
+    are the chief's on every worker. Every worker must call it, inside `strategy.scope()`.
     """
     strategy = tf.distribute.get_strategy()
+    # Creating a variable is a collective under MultiWorkerMirroredStrategy, so every worker
+    # must create the same ones in the same order: the optimizer's, and those of a reference
+    # optimizer Keras 3.15 builds at every save and load (its cache of them never hits). So
+    # where the chief loads its checkpoint, the others load a scratch copy of their weights.
+    if not optimizer.built:
+        optimizer.build(trainable_variables)
+    with scratch_directory() as scratch:
+        own = Path(scratch) / "own.weights.h5"
+        weights_model.save_weights(own)
+        state = restore()
+        if state is None:
+            weights_model.load_weights(own)
     payload = np.frombuffer(json.dumps(state).encode("utf-8"), np.uint8)
     length = int(_from_chief(strategy, tf.constant(len(payload), tf.int32)))
     data = np.zeros(length, np.int32)
@@ -158,8 +169,6 @@ def share_resume_state(state: dict | None, *,
     state = json.loads(received.tobytes().decode("utf-8"))
     if state is None:
         return None
-    if not optimizer.built:
-        optimizer.build(trainable_variables)
     for variable in [*weights_model.weights, *optimizer.variables]:
         variable.assign(_from_chief(strategy, variable.value))
     for name, callback in stateful.items():

@@ -244,18 +244,20 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
     plateau = cb.PlateauSchedule(patience=config.lr_patience, factor=config.lr_factor,
                                  min_lr=config.min_learning_rate,
                                  verbose=1 if config.verbose else 0)
-    initial_epoch, history, seconds, state = 0, [], 0.0, None
+    initial_epoch, history, seconds = 0, [], 0.0
     multi_worker = config.strategy == "multi_worker"
     found = cb.checkpoints(workdir / rundir.CHECKPOINTS) if resumed and chief else []
-    if found:
-        state = cb.restore(found[-1], weights_model=student, optimizer=trainer.optimizer,
-                           trainable_variables=trainer.trainable_variables,
-                           stateful={"plateau": plateau})
-    if multi_worker:  # only the chief reads the run directory; the others get its state
-        state = loop.share_resume_state(state, weights_model=student,
-                                        optimizer=trainer.optimizer,
-                                        trainable_variables=trainer.trainable_variables,
-                                        stateful={"plateau": plateau})
+
+    def restore():
+        return cb.restore(found[-1], weights_model=student, optimizer=trainer.optimizer,
+                          trainable_variables=trainer.trainable_variables,
+                          stateful={"plateau": plateau}) if found else None
+
+    # multi_worker: only the chief reads the run directory; the others get its state
+    state = (loop.restore_on_chief(restore, weights_model=student, optimizer=trainer.optimizer,
+                                   trainable_variables=trainer.trainable_variables,
+                                   stateful={"plateau": plateau})
+             if multi_worker else restore())
     if state is not None:
         initial_epoch, history, seconds = (state["epoch"], state["history"],
                                            state["train_seconds"])
