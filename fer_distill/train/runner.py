@@ -62,8 +62,8 @@ def run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = 
         return {"stage": "fuse", "chief_only": True, "test": {"accuracy": None},
                 "validation": {"accuracy": None}}
     prepared = _open_data(config)
-    strategy = make_strategy("default" if config.stage == "fuse" and not cluster
-                             and config.strategy == "multi_worker" else config.strategy)
+    strategy = make_strategy("default" if config.strategy == "multi_worker" and not cluster
+                             else config.strategy)
     policy = resolve_policy(config.mixed_precision, config.mixed_precision_policy)
     chief = is_chief(strategy)
     workdir = Path(config.workdir)
