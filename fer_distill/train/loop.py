@@ -4,8 +4,9 @@ Keras 3's `fit` cannot run under `tf.distribute.MultiWorkerMirroredStrategy` (do
 "Several machines"), so `fit_distributed` does what `fit` does, step for step, with the
 strategy's own primitives: the model's own `train_step` / `test_step` (so KDModel's and
 TripletModel's losses, scaling for replicas and metrics are the ones `fit` runs), the same
-callback hooks in the same order, the same epoch logs. `share_resume_state` gives every
-worker the chief's checkpoint, so only the chief reads and writes the run directory.
+callback hooks in the same order, the same epoch logs. `restore_on_chief` gives every worker
+the chief's checkpoint, so only the chief reads and writes the run directory. Not applied
+here: `jit_compile` (XLA) - the steps run as plain `tf.function`s.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
     could be sharded instead.
     """
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    data = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = data
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
 
 
