@@ -44,7 +44,8 @@ def _batch_size(data) -> tf.Tensor:
 
 
 def fit_distributed(trainer: keras.Model, train: tf.data.Dataset, *,
-                    validation: tf.data.Dataset | None, epochs: int, initial_epoch: int, steps_per_epoch: int,
+                    validation: tf.data.Dataset | None, epochs: int, initial_epoch: int,
+                    steps_per_epoch: int,
                     callbacks: Sequence[keras.callbacks.Callback], verbose: int = 0):
     """Trains `trainer` like `trainer.fit(train, validation_data=validation, epochs=...,
     initial_epoch=..., steps_per_epoch=..., callbacks=..., shuffle=False)`; returns its
