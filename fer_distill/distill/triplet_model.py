@@ -91,9 +91,12 @@ class TripletModel(keras.Model):
         self.embedding_dim = int(self.embedder.output["embedding"].shape[-1])
         self.miner = TripletMiner(self.embedding_dim, chunk_size=chunk_size)
         self.source_shape = tuple(int(d) for d in source_shape)
-        self.pool_images = tf.Variable(
-            tf.zeros([0, *self.source_shape], tf.uint8), trainable=False,
-            shape=tf.TensorShape([None, *self.source_shape]))
+        # why int32 words and not uint8: tf.distribute cannot create (broadcast) a uint8
+        # variable under MultiWorkerMirroredStrategy; 4 pixels a word keep the memory.
+        self._pixels = int(np.prod(self.source_shape))
+        self._pool_words = tf.Variable(
+            tf.zeros([0, -(-self._pixels // 4)], tf.int32), trainable=False,
+            shape=tf.TensorShape([None, -(-self._pixels // 4)]))
         self.image_size = int(image_size)
         self.occlusion = occlusion
         self.lam = float(lam)
@@ -123,7 +126,21 @@ class TripletModel(keras.Model):
                              f"{len(negative_emb)} negative embeddings (need the same, >= 1)")
         self.miner.set_pools(positive_emb, positive_labels, negative_emb, negative_labels,
                              positive_ids=ids, negative_ids=ids)
-        self.pool_images.assign(images)
+        self._pool_words.assign(self._pack(images))
+
+    @property
+    def pool_images(self) -> tf.Tensor:
+        """The pool's uint8 source images (M, H, W, C), row i = row i of the negative pool."""
+        return self._unpack(self._pool_words)
+
+    def _pack(self, images: np.ndarray) -> tf.Tensor:
+        flat = images.reshape(len(images), -1)
+        flat = np.pad(flat, [(0, 0), (0, -self._pixels % 4)])
+        return tf.bitcast(tf.constant(flat.reshape(len(images), -1, 4)), tf.int32)
+
+    def _unpack(self, words) -> tf.Tensor:
+        flat = tf.reshape(tf.bitcast(words, tf.uint8), [tf.shape(words)[0], -1])
+        return tf.reshape(flat[:, :self._pixels], [-1, *self.source_shape])
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
@@ -144,7 +161,7 @@ class TripletModel(keras.Model):
             labels=labels, logits=logits))
         # Choosing triplets is not differentiated (arg-max/min); the distances are.
         mined = self.miner.mine(tf.stop_gradient(anchor), labels)
-        raw = tf.gather(self.pool_images, tf.maximum(mined.negative_index, 0))
+        raw = self._unpack(tf.gather(self._pool_words, tf.maximum(mined.negative_index, 0)))
         negative = self.embedder(to_view(raw, self.image_size, self.occlusion),
                                  training=training)["embedding"]
         triplet = triplet_loss(anchor, mined.positive_emb, negative, margin=self.margin,

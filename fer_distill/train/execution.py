@@ -65,8 +65,23 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             json.loads(os.environ["TF_CONFIG"])
         except ValueError as error:
             raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy(os.environ["TF_CONFIG"])
     raise ValueError(f"unknown strategy {name!r}; expected default, mirrored or multi_worker")
+
+
+_MULTI_WORKER: dict[str, tf.distribute.Strategy] = {}
+
+
+def _multi_worker_strategy(tf_config: str) -> tf.distribute.Strategy:
+    # why one per process: a second MultiWorkerMirroredStrategy re-enables collective ops and
+    # breaks the first one's (TensorFlow supports one cluster per process), yet a process may
+    # run several stages (reproduce, tests).
+    if _MULTI_WORKER and tf_config not in _MULTI_WORKER:
+        raise ValueError("TF_CONFIG changed within this process; a process joins one cluster "
+                         "only: start a new process for another cluster")
+    if tf_config not in _MULTI_WORKER:
+        _MULTI_WORKER[tf_config] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _MULTI_WORKER[tf_config]
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -78,3 +93,16 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def chief_in_tf_config() -> bool:
+    """`is_chief` read from TF_CONFIG alone, without joining the cluster (True without one)."""
+    try:
+        spec = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
+    task = spec.get("task") or {}
+    if not task.get("type") or task["type"] == "chief":
+        return True
+    has_chief = "chief" in (spec.get("cluster") or {})
+    return task["type"] == "worker" and int(task.get("index", 0)) == 0 and not has_chief

@@ -15,6 +15,7 @@ Order of work, and why:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -26,12 +27,13 @@ import tensorflow as tf
 
 from fer_distill.atomic import atomic_path, write_json
 from fer_distill.train import callbacks as cb
+from fer_distill.train import loop
 from fer_distill.train import networks as nets
 from fer_distill.train import rundir
 from fer_distill.train.config import (DISTILLATION_STAGES, FINE_TUNING_STAGES,
                                       RUN_CONTROL_FIELDS, TrainConfig)
-from fer_distill.train.execution import (dtype_policy, is_chief, make_strategy,
-                                         resolve_policy)
+from fer_distill.train.execution import (chief_in_tf_config, dtype_policy, is_chief,
+                                         make_strategy, resolve_policy)
 
 EVAL_SPLITS = ("validation", "test")
 # A stream of random numbers of its own for the `max_train_examples` subset.
@@ -69,8 +71,15 @@ def _run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] =
     if previous is not None:  # resume exactly the recorded run; only run control may change
         control = {k: getattr(config, k) for k in RUN_CONTROL_FIELDS}
         config = dataclasses.replace(previous, **control)
+    cluster = config.strategy == "multi_worker" and config.stage != "fuse"
+    if config.strategy == "multi_worker" and not cluster and not chief_in_tf_config():
+        print(f"{config.workdir}: the fuse stage (no training) runs on the chief only; this "
+              "worker has nothing to do")
+        return {"stage": "fuse", "chief_only": True, "test": {"accuracy": None},
+                "validation": {"accuracy": None}}
     prepared = _open_data(config)
-    strategy = make_strategy(config.strategy)
+    strategy = make_strategy("default" if config.strategy == "multi_worker" and not cluster
+                             else config.strategy)
     policy = resolve_policy(config.mixed_precision, config.mixed_precision_policy)
     chief = is_chief(strategy)
     workdir = Path(config.workdir)
@@ -97,8 +106,11 @@ def _run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] =
         with strategy.scope():
             student, summary = _fit(config, prepared, loaded, policy, workdir, chief,
                                     decision == "resume", callbacks)
-        return _finish(config, prepared, student, summary, workdir, chief,
-                       teacher=loaded.get("teacher"))
+        metrics = _finish(config, prepared, student, summary, workdir, chief,
+                          teacher=loaded.get("teacher"))
+        if cluster:  # every worker returns once the chief's results are on disk
+            loop.barrier(strategy)
+        return metrics
 
 
 # ------------------------------------------------------------------------------------------
@@ -252,19 +264,32 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
                                  min_lr=config.min_learning_rate,
                                  verbose=1 if config.verbose else 0)
     initial_epoch, history, seconds = 0, [], 0.0
-    found = cb.checkpoints(workdir / rundir.CHECKPOINTS) if resumed else []
-    if found:
-        state = cb.restore(found[-1], weights_model=student, optimizer=trainer.optimizer,
-                           trainable_variables=trainer.trainable_variables,
-                           stateful={"plateau": plateau})
+    multi_worker = config.strategy == "multi_worker"
+    found = cb.checkpoints(workdir / rundir.CHECKPOINTS) if resumed and chief else []
+
+    def restore():
+        return cb.restore(found[-1], weights_model=student, optimizer=trainer.optimizer,
+                          trainable_variables=trainer.trainable_variables,
+                          stateful={"plateau": plateau}) if found else None
+
+    # multi_worker: only the chief reads the run directory; the others get its state
+    state = (loop.restore_on_chief(restore, weights_model=student, optimizer=trainer.optimizer,
+                                   trainable_variables=trainer.trainable_variables,
+                                   stateful={"plateau": plateau})
+             if multi_worker else restore())
+    if state is not None:
         initial_epoch, history, seconds = (state["epoch"], state["history"],
                                            state["train_seconds"])
         if config.verbose:
-            print(f"Resuming {workdir} after epoch {initial_epoch} ({found[-1].name})")
-    checkpoint = cb.EpochCheckpoint(workdir / rundir.CHECKPOINTS, weights_model=student,
+            print(f"Resuming {workdir} after epoch {initial_epoch}")
+    # Saving runs collective ops under multi_worker, so every worker saves; the others into
+    # a scratch directory of their own (tf.distribute's pattern), removed after training.
+    scratch = loop.scratch_directory() if multi_worker and not chief else None
+    checkpoint = cb.EpochCheckpoint(scratch.name if scratch else workdir / rundir.CHECKPOINTS,
+                                    weights_model=student,
                                     optimizer=trainer.optimizer, stateful={"plateau": plateau},
                                     keep=config.keep_checkpoints, history=history,
-                                    train_seconds=seconds, enabled=chief)
+                                    train_seconds=seconds, enabled=chief or multi_worker)
     callbacks = [*extra, cb.NaNStop(describe), plateau]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(workdir / rundir.LOGS),
@@ -283,7 +308,13 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
     validation = make_dataset(prepared, "validation", image_size=size,
                               batch_size=config.eval_batch_size, training=False, views=views,
                               occlusion=occlusion)
-    if config.epochs > initial_epoch:
+    if config.epochs > initial_epoch and multi_worker:  # Keras' fit cannot (loop.py)
+        with scratch or contextlib.nullcontext():
+            loop.fit_distributed(trainer, train.map(to_xy), validation=validation.map(to_xy),
+                                 epochs=config.epochs, initial_epoch=initial_epoch,
+                                 steps_per_epoch=steps, callbacks=callbacks,
+                                 verbose=config.verbose)
+    elif config.epochs > initial_epoch:
         trainer.fit(train.map(to_xy), validation_data=validation.map(to_xy),
                     epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                     callbacks=callbacks, verbose=config.verbose, shuffle=False)

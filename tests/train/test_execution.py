@@ -38,3 +38,22 @@ def test_strategies(monkeypatch):
         make_strategy("multi_worker")
     with pytest.raises(ValueError, match="unknown strategy"):
         make_strategy("tpu")
+
+
+@pytest.mark.parametrize("task, cluster, chief", [
+    (None, None, True),
+    ({"type": "worker", "index": 0}, {"worker": ["a:1", "b:1"]}, True),
+    ({"type": "worker", "index": 1}, {"worker": ["a:1", "b:1"]}, False),
+    ({"type": "worker", "index": 0}, {"chief": ["c:1"], "worker": ["a:1"]}, False),
+    ({"type": "chief", "index": 0}, {"chief": ["c:1"], "worker": ["a:1"]}, True),
+])
+def test_the_chief_is_read_from_tf_config(monkeypatch, task, cluster, chief):
+    import json
+
+    from fer_distill.train.execution import chief_in_tf_config
+
+    if task is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    assert chief_in_tf_config() is chief
