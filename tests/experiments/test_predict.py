@@ -37,7 +37,8 @@ def run(tmp_path_factory):
 
 def _predict(capsys, paths, **values):
     settings = {**dict(view=None, no_detect=False, every_nth_frame=1, batch_size=4,
-                       annotate_dir=None, progress=False), **values}
+                       annotate_dir=None, progress=False, detector="blazeface",
+                       detect_threshold=0.5, fallback="center"), **values}
     with flagsaver.flagsaver(**settings):
         predict.main(["predict", *map(str, paths)])
     return json.loads(capsys.readouterr().out)
@@ -109,7 +110,7 @@ def test_a_savedmodel_gives_the_same_csv(run, tmp_path, capsys):
     assert a[0]["class"] == b[0]["class"]
 
 
-def test_default_haar_detector_finds_a_face_and_reports_empty_frames(run, tmp_path, capsys):
+def test_haar_detector_finds_a_face_and_reports_empty_frames(run, tmp_path, capsys):
     from fer_distill.data.demo import generate
 
     path, model = run
@@ -119,11 +120,12 @@ def test_default_haar_detector_finds_a_face_and_reports_empty_frames(run, tmp_pa
     cv2.imwrite(str(tmp_path / "1_face.png"), canvas)
     cv2.imwrite(str(tmp_path / "2_wall.png"), np.full((120, 160), 90, np.uint8))
     summary = _predict(capsys, [tmp_path / "1_face.png", tmp_path / "2_wall.png"],
-                       model=str(path), output=str(tmp_path / "h.csv"))
+                       model=str(path), output=str(tmp_path / "h.csv"), detector="haar",
+                       fallback="none")
     assert "HaarFaceDetector" in summary["detector"]
     face_row, wall_row = _rows(tmp_path / "h.csv")
     assert wall_row["status"] == "no_face" and wall_row["x"] == "" and wall_row["class"] == ""
-    assert face_row["status"] == "ok"
+    assert face_row["status"] == "ok" and face_row["crop"] == "haar"
     x, y, w, h = (int(face_row[k]) for k in "xywh")
     assert abs(x - 120) < 20 and abs(y - 60) < 20 and abs(w - 144) < 30
     rgb = np.repeat(canvas[..., None], 3, axis=-1)

@@ -139,7 +139,7 @@ def test_video_every_nth_frame(student, predictor, tmp_path):
     np.testing.assert_allclose(np.stack([_probs(r) for r in rows]), want, rtol=1e-4,
                                atol=1e-5)
     written = sorted(p.name for p in (tmp_path / "annotated").iterdir())
-    assert written == [f"clip.avi.frame{i:06d}.jpg" for i in (0, 3, 6)]
+    assert written == [f"clip.frame{i:06d}.jpg" for i in (0, 3, 6)]
     assert cv2.imread(str(tmp_path / "annotated" / written[0])).shape == (40, 48, 3)
 
 
@@ -164,6 +164,7 @@ def test_an_injected_detector_drives_boxes_crops_and_no_face_rows(student, predi
                                 annotate_dir=tmp_path / "ann")
     assert calls == [(48, 60, 3), (30, 30, 3)] * 2
     assert summary == {"output": str(outputs[32]), "frames": 2, "faces": 2, "no_face": 1,
+                       "fallback": 0,
                        "unreadable": []}
     assert outputs[2].read_text() == outputs[32].read_text()
     rows = _read_csv(outputs[32])
@@ -175,9 +176,9 @@ def test_an_injected_detector_drives_boxes_crops_and_no_face_rows(student, predi
     want = _keras_probs(model, [photo[3:21, 2:22], photo[30:48, 40:60]])
     np.testing.assert_allclose(np.stack([_probs(r) for r in rows[:2]]), want, rtol=1e-4,
                                atol=1e-5)
-    annotated = cv2.imread(str(tmp_path / "ann" / "1_photo.png.jpg"))
+    annotated = cv2.imread(str(tmp_path / "ann" / "1_photo.jpg"))
     assert annotated is not None and annotated.shape == (48, 60, 3)
-    assert (tmp_path / "ann" / "2_empty.png.jpg").is_file()
+    assert (tmp_path / "ann" / "2_empty.jpg").is_file()
 
 
 def test_inputs_are_checked_before_any_work(predictor, tmp_path):
