@@ -103,7 +103,7 @@ class Predictor:
         if not path.exists():
             raise FileNotFoundError(f"model not found: {path}")
         if path.is_file() and path.suffix.lower() == ".onnx":
-            from fer_distill.serving.onnx import load_predictor as load_onnx
+            from fer_distill.serving.onnx_model import load_predictor as load_onnx
 
             predictor = load_onnx(path)
             if view is not None and view != predictor.view:
