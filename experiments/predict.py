@@ -59,6 +59,10 @@ flags.DEFINE_float("detect_threshold", 0.5, "BlazeFace confidence threshold (Med
                    "EmoHeVRDB used 0.1 on headset wearers).", **_ANY)
 flags.DEFINE_enum("fallback", "center", ["center", "none"], "When no face is found: classify "
                   "the centre square (center) or write a no_face row (none).", **_ANY)
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16", "int8", "auto"],
+                  "Run or model file only: float32; bfloat16 weights; int8 weights (TFLite "
+                  "dynamic range); or auto: the fastest of them on this CPU that agrees with "
+                  "float32 on a probe batch (the summary says what it chose and why).", **_ANY)
 flags.DEFINE_integer("every_nth_frame", 1, "Videos: classify frames 0, n, 2n, ...", **_ANY)
 flags.DEFINE_integer("batch_size", 32, "Faces per model call.", **_ANY)
 flags.DEFINE_string("annotate_dir", None, "Write annotated images here.", **_ANY)
@@ -75,6 +79,7 @@ class PredictConfig:
     detector: str = "blazeface"
     detect_threshold: float = 0.5
     fallback: str = "center"
+    precision: str = "float32"
     every_nth_frame: int = 1
     batch_size: int = 32
     annotate_dir: str | None = None
@@ -91,7 +96,7 @@ def run(config: PredictConfig, detector=None) -> dict:
         raise ValueError("give at least one image file, folder or video file")
     if config.fallback not in ("center", "none"):
         raise ValueError(f"fallback must be 'center' or 'none', got {config.fallback!r}")
-    predictor = Predictor.load(config.model, view=config.view)
+    predictor = Predictor.load(config.model, view=config.view, precision=config.precision)
     if config.no_detect:
         detector = None
     elif detector is None:
@@ -107,6 +112,8 @@ def run(config: PredictConfig, detector=None) -> dict:
                         len(summary["unreadable"]), ", ".join(summary["unreadable"]))
     result = {**summary, "view": predictor.view,
               "detector": "none (--no_detect)" if detector is None else repr(detector)}
+    if "precision" in predictor.metadata:
+        result["precision"] = predictor.metadata["precision"]
     if predictor.trained_on_demo:
         result["warning"] = ("the model was trained on the synthetic demo set: its labels on "
                              "real photographs mean nothing")

@@ -82,16 +82,53 @@ class Predictor:
         self._owner = owner  # keeps the module / loaded SavedModel alive
 
     @classmethod
-    def from_servable(cls, servable) -> "Predictor":
+    def from_servable(cls, servable, precision: str = "float32") -> "Predictor":
+        """`precision`: "float32" (the ServingModule export saves), "bfloat16" (bfloat16
+        weights, `precision.bfloat16_servable`), "int8" (the TFLite dynamic-range graph) or
+        "auto" (`precision.choose_precision`: the fastest of those on this machine that agrees
+        with float32; `metadata["precision"]` records what it chose and why)."""
+        from fer_distill.serving import precision as precisions
         from fer_distill.serving.export import ServingModule
 
-        module = ServingModule(servable)
-        return cls(module.predict_images, module.serve_encoded, module.metadata_dict, module)
+        if precision == "float32":
+            module = ServingModule(servable)
+            return cls(module.predict_images, module.serve_encoded,
+                       {**module.metadata_dict, "precision": {"chosen": "float32"}}, module)
+        if precision == "auto":
+            chosen, runners, record = precisions.choose_precision(servable)
+            run = runners[chosen]
+        elif precision in precisions.PRECISIONS:
+            run, record = precisions.runner(servable, precision), {"chosen": precision,
+                                                                   "reason": "asked for"}
+        else:
+            raise ValueError(f"precision must be one of {precisions.PRECISIONS} or 'auto', "
+                             f"got {precision!r}")
+        import tensorflow as tf
+
+        metadata = {**ServingModule(servable).metadata_dict, "precision": record}
+        names = np.asarray(metadata["class_names"], dtype=object)
+
+        def predict_images(images):
+            out = dict(run(np.asarray(images)))
+            out["class_name"] = names[np.asarray(out["class_id"], dtype=np.int64)].astype(bytes)
+            return {key: tf.constant(value) for key, value in out.items()}
+
+        def serve_encoded(image_bytes):
+            parts = []
+            for encoded in np.asarray(image_bytes).reshape(-1):
+                image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+                parts.append({k: v.numpy() for k, v in predict_images(image[None]).items()})
+            return {key: tf.constant(np.concatenate([p[key] for p in parts]))
+                    for key in parts[0]}
+
+        return cls(predict_images, serve_encoded, metadata, run)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, view: str | None = None,
-             kd_student=None, triplet_student=None) -> "Predictor":
-        predictor = cls._load(Path(path), view, kd_student, triplet_student)
+             kd_student=None, triplet_student=None, precision: str = "float32") -> "Predictor":
+        """`precision` (see `from_servable`) applies to a run or model file; an export runs at
+        the precision it was written in."""
+        predictor = cls._load(Path(path), view, kd_student, triplet_student, precision)
         if predictor.trained_on_demo:
             log.warning("%s was trained on the synthetic demo set (32x32 drawn faces): its "
                         "labels on real photographs mean nothing; train on FER+ or AffectNet "
@@ -99,9 +136,15 @@ class Predictor:
         return predictor
 
     @classmethod
-    def _load(cls, path: Path, view, kd_student, triplet_student) -> "Predictor":
+    def _load(cls, path: Path, view, kd_student, triplet_student, precision) -> "Predictor":
         if not path.exists():
             raise FileNotFoundError(f"model not found: {path}")
+        is_export = (path.suffix.lower() == ".onnx" or (path / "model.tflite").is_file()
+                     or (path / "saved_model.pb").is_file())
+        if is_export and precision != "float32":
+            raise ValueError(f"{path} is an export, which runs at the precision it was "
+                             f"written in; precision {precision!r} applies to a run or "
+                             "model file")
         if path.is_file() and path.suffix.lower() == ".onnx":
             from fer_distill.serving.onnx_model import load_predictor as load_onnx
 
@@ -133,7 +176,8 @@ class Predictor:
         from fer_distill.serving.servable import load_servable
 
         return cls.from_servable(load_servable(path, view=view, kd_student=kd_student,
-                                               triplet_student=triplet_student))
+                                               triplet_student=triplet_student),
+                                 precision=precision)
 
     @property
     def class_names(self) -> tuple[str, ...]:
