@@ -6,6 +6,8 @@ Usage:
   python -m experiments.benchmark --quick --jobs=2 --output_dir=/tmp/bench   # a smoke test
   python -m experiments.benchmark --train_archs=vgg_f     # skip the VGG-face training steps
   python -m experiments.benchmark --parts=matmul,mining --output_dir=/tmp/bench  # some parts
+  python -m experiments.benchmark --parts=matmul,inference:vgg_f,inference:vgg_face,matmul \
+      --merge --shared_note="4 other jobs"   # serving only, kept beside an earlier full run
 
 Measures, in one run, each part in a fresh process (fer_distill/benchmark.py says what and
 how): the float32 matmul rate (the yardstick, at the start and the end), inference of VGG-f and
@@ -40,6 +42,10 @@ flags.DEFINE_integer("jobs", 1, "Parts run at once. Keep 1 for measurements: con
                      "smoke tests faster.", **_ANY)
 flags.DEFINE_multi_string("note", [], "A note to print under the tables (repeatable).",
                           **_ANY)
+flags.DEFINE_bool("merge", False, "Keep the parts of the report already in --output_dir that "
+                  "this run does not measure (each part's run, date and CPU are named).", **_ANY)
+flags.DEFINE_string("shared_note", None, "What else ran on the machine during the run "
+                    "(printed beside the load average).", **_ANY)
 
 
 def main(argv):
@@ -64,7 +70,8 @@ def main(argv):
     command = "python -m experiments.benchmark " + " ".join(sys.argv[1:])
     report = benchmark.run_benchmark(settings, FLAGS.output_dir, command=command.strip(),
                                      parts=FLAGS.parts or None, notes=FLAGS.note,
-                                     jobs=FLAGS.jobs)
+                                     jobs=FLAGS.jobs, merge=FLAGS.merge,
+                                     shared_note=FLAGS.shared_note)
     for target in report["summary"]["targets"]:
         met = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
         measured = target["measured"]
