@@ -1035,6 +1035,32 @@ def _fmt(value, spec: str = ".2f", none: str = "-") -> str:
     return format(value, spec)
 
 
+def runs_and_targets(report: dict) -> list[str]:
+    """Markdown lines: which earlier run measured each kept part (a merged report), then the
+    targets table, each target's source marked when it comes from an earlier run."""
+    lines = []
+    runs = report.get("part_runs", {})
+    earlier = {key: run for key, run in runs.items() if run["date"] != report["date"]}
+    if earlier:
+        lines += ["", "This report merges runs: the parts below were measured by an earlier "
+                  "run, on the CPU named, and are kept as that run wrote them; every other "
+                  "part was measured by this run on the machine above. Ratios are only ever "
+                  "taken within one part (each part measures its own yardstick).", "",
+                  "| part | measured on | date | command |", "|---|---|---|---|"]
+        for key, run in earlier.items():
+            lines.append(f"| {key} | {run['cpu']} | {run['date']} | `{run['command']}` |")
+    lines += ["", "## Targets (issues 6 and 11)", "",
+              "| target | measured | met | where |", "|---|---|---|---|"]
+    for t in report["summary"]["targets"]:
+        met = {True: "yes", False: "**NO**", None: "not measured"}[t["met"]]
+        where = t["where"]
+        part = where.split(" ")[0]
+        if part in earlier:
+            where += f" (earlier run, {earlier[part]['cpu']})"
+        lines.append(f"| {t['target']} | {_fmt(t['measured'], '.3g')} | {met} | {where} |")
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     """BENCHMARKS.md: the machine, the targets, then one table per measured item."""
     m, parts, summary = report["machine"], report["parts"], report["summary"]
@@ -1066,25 +1092,7 @@ def render_markdown(report: dict) -> str:
     ]
     if report.get("shared_note"):
         lines.append(f"| what else ran | {report['shared_note']} |")
-    runs = report.get("part_runs", {})
-    earlier = {key: run for key, run in runs.items() if run["date"] != report["date"]}
-    if earlier:
-        lines += ["", "This report merges runs: the parts below were measured by an earlier "
-                  "run, on the CPU named, and are kept as that run wrote them; every other "
-                  "part was measured by this run on the machine above. Ratios are only ever "
-                  "taken within one part (each part measures its own yardstick).", "",
-                  "| part | measured on | date | command |", "|---|---|---|---|"]
-        for key, run in earlier.items():
-            lines.append(f"| {key} | {run['cpu']} | {run['date']} | `{run['command']}` |")
-    lines += ["", "## Targets (issues 6 and 11)", "",
-              "| target | measured | met | where |", "|---|---|---|---|"]
-    for t in summary["targets"]:
-        met = {True: "yes", False: "**NO**", None: "not measured"}[t["met"]]
-        where = t["where"]
-        part = where.split(" ")[0]
-        if part in earlier:
-            where += f" (earlier run, {earlier[part]['cpu']})"
-        lines.append(f"| {t['target']} | {_fmt(t['measured'], '.3g')} | {met} | {where} |")
+    lines += runs_and_targets(report)
 
     rate = summary["matmul_gflops"]
     lines += ["", "## 1. Matrix multiply (the yardstick)", "",
