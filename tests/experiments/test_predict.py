@@ -137,3 +137,27 @@ def test_haar_detector_finds_a_face_and_reports_empty_frames(run, tmp_path, caps
 def test_no_inputs_is_a_usage_error(run, capsys):
     with pytest.raises(app.UsageError, match="at least one"):
         _predict(capsys, [], model=str(run[0]), output="unused.csv")
+
+
+def test_default_detector_finds_a_headset_wearers_face_that_haar_misses(run, tmp_path, capsys):
+    """A real photograph (scikit-image's astronaut, from its wheel) with the upper half of the
+    face blacked out: the default BlazeFace finds the face; Haar finds none, and the row falls
+    back to the centre crop and says so."""
+    from skimage import data
+
+    path, _ = run
+    photo = data.astronaut().copy()
+    photo[45:130, 150:300] = 0  # her face is at x 177-270, y 67-160: brows to mid-nose hidden
+    cv2.imwrite(str(tmp_path / "headset.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    rows = {}
+    for detector in ("blazeface", "haar"):
+        summary = _predict(capsys, [tmp_path / "headset.png"], model=str(path),
+                           output=str(tmp_path / f"{detector}.csv"), detector=detector)
+        (rows[detector],) = _rows(tmp_path / f"{detector}.csv")
+        assert summary["frames"] == 1
+    blaze, haar = rows["blazeface"], rows["haar"]
+    assert blaze["status"] == "ok" and blaze["crop"] == "blazeface_short"
+    x, y, w, h = (int(blaze[k]) for k in "xywh")
+    assert abs(x + w / 2 - 223) < 20 and abs(y + h / 2 - 113) < 25 and 70 < w < 140
+    assert haar["status"] == "ok" and haar["crop"] == "center_crop"
+    assert (haar["x"], haar["y"], haar["w"], haar["h"]) == ("0", "0", "512", "512")
