@@ -972,9 +972,10 @@ MISSED_BECAUSE = {
         "is bound by memory bandwidth; int8 weights (tflite_dynamic_range) or bfloat16 weights "
         "cut the bytes, and a machine with more memory bandwidth per core would reach it"),
     "vgg_f_vs_onnx": (
-        "ONNX Runtime's int8 MatMulInteger kernels read a quarter of the float32 bytes and skip "
-        "the per-call activation re-quantisation overhead XNNPACK pays; at batch 1 VGG-f is "
-        "memory-bound, so the path reading fewest bytes per call with the least overhead wins"),
+        "ONNX Runtime's kernels were faster than TensorFlow's runtimes (oneDNN, XNNPACK) on "
+        "this CPU for the same network; which kernels make the difference was not profiled. "
+        "The package exports ONNX (experiments.export_onnx), so users whose engine runs ONNX "
+        "get that path"),
     "min_agreement": (
         "a quantised path changes the numbers; where its agreement on the demo test set falls "
         "below 0.99, the float32 paths of the same runtime keep float32's answers exactly"),
