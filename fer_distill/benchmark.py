@@ -81,7 +81,7 @@ PATH_DESCRIPTIONS = {
     "tflite_float16": "`tflite.export_tflite(quantization='float16')`, XNNPACK",
     "onnx_float32": "`onnx_model.export_onnx()` (tf2onnx), ONNX Runtime CPU provider",
     "onnx_int8": "`onnx_model.export_onnx(quantization='int8_dynamic')`: ONNX Runtime's "
-                 "dynamic int8 quantisation",
+                 "dynamic int8 quantisation of the fully connected layers",
 }
 CHANGES_NUMERICS = {"xla": False, "savedmodel_bfloat16": True, "tflite_dynamic_range": True,
                     "tflite_float16": True, "onnx_int8": True}

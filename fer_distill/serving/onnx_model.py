@@ -19,8 +19,16 @@ The preprocessing contract rides in the file's `metadata_props`, readable by any
 
 Quantisation (`QUANTIZATIONS`): "none" keeps float32 (the export is checked against the
 TensorFlow graph on a probe batch: probabilities within `FLOAT32_TOLERANCE`, or nothing is
-written); "int8_dynamic" is ONNX Runtime's dynamic quantisation (int8 weights of MatMul and
-Conv layers, activations quantised per call), whose agreement is recorded, not enforced.
+written); "int8_dynamic" is ONNX Runtime's dynamic quantisation of the MatMul (fully connected)
+layers: int8 weights, activations quantised per call; its agreement is recorded, not enforced.
+Convolutions stay float32 because ORT 1.32's ConvInteger kernels ran VGG-f 3-8x slower than
+its float32 convolutions on this project's AMD EPYC (measured while writing this), while the
+fully connected layers hold most of VGG's weights (fc6 alone is 151 MB of VGG-f's 227 MB), which
+is what batch-1 latency pays for.
+
+Sessions run with `session.intra_op.allow_spinning` off: a spinning thread pool busy-waits
+for work, which on a CPU shared with other processes cost VGG-f batch-1 a third of its speed
+here (117 against 76 ms, measured while writing this).
 
 `load_predictor("fer.onnx")` is a `fer_distill.serving.predict.Predictor`, so
 `experiments.predict --model=fer.onnx` writes the same CSV as the SavedModel.
@@ -98,14 +106,15 @@ def convert(servable) -> bytes:
 
 
 def quantize_int8_dynamic(content: bytes) -> bytes:
-    """ONNX Runtime's dynamic int8 quantisation of a float32 model."""
+    """ONNX Runtime's dynamic int8 quantisation of a float32 model's MatMul layers."""
     _require()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(prefix="fer_distill_onnx_") as scratch:
         source, target = Path(scratch) / "float32.onnx", Path(scratch) / "int8.onnx"
         source.write_bytes(content)
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul"])
         return target.read_bytes()
 
 
@@ -117,6 +126,7 @@ class ONNXModel:
         _, ort, _ = _require()
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or os.cpu_count() or 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(content, options,
                                                  providers=["CPUExecutionProvider"])
