@@ -8,6 +8,8 @@ Usage:
   python -m experiments.benchmark --parts=matmul,mining --output_dir=/tmp/bench  # some parts
   python -m experiments.benchmark --parts=matmul,inference:vgg_f,inference:vgg_face,matmul \
       --merge --shared_note="4 other jobs"   # serving only, kept beside an earlier full run
+  python -m experiments.benchmark --combine=old/benchmarks.json,new/benchmarks.json \
+      --output_dir=.                          # one report from separate runs' parts
 
 Measures, in one run, each part in a fresh process (fer_distill/benchmark.py says what and
 how): the float32 matmul rate (the yardstick, at the start and the end), inference of VGG-f and
@@ -44,6 +46,9 @@ flags.DEFINE_multi_string("note", [], "A note to print under the tables (repeata
                           **_ANY)
 flags.DEFINE_bool("merge", False, "Keep the parts of the report already in --output_dir that "
                   "this run does not measure (each part's run, date and CPU are named).", **_ANY)
+flags.DEFINE_list("combine", [], "Measure nothing: write one report from these earlier "
+                  "benchmarks.json files (later files win for a part; each part keeps the "
+                  "run and CPU that measured it).", **_ANY)
 flags.DEFINE_string("shared_note", None, "What else ran on the machine during the run "
                     "(printed beside the load average).", **_ANY)
 
@@ -53,6 +58,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from fer_distill import benchmark
 
+    if FLAGS.combine:
+        command = "python -m experiments.benchmark " + " ".join(sys.argv[1:])
+        benchmark.combine_reports(FLAGS.combine, FLAGS.output_dir, command=command.strip(),
+                                  notes=FLAGS.note, shared_note=FLAGS.shared_note)
+        print(f"wrote {FLAGS.output_dir}/{benchmark.MARKDOWN_FILE} and "
+              f"{FLAGS.output_dir}/{benchmark.JSON_FILE}")
+        return
     overrides = {}
     if FLAGS.inference_archs:
         overrides["inference_archs"] = tuple(FLAGS.inference_archs)

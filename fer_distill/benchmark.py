@@ -1041,10 +1041,11 @@ def runs_and_targets(report: dict) -> list[str]:
     targets table, each target's source marked when it comes from an earlier run."""
     lines = []
     runs = report.get("part_runs", {})
-    earlier = {key: run for key, run in runs.items() if run["date"] != report["date"]}
+    earlier = {key: run for key, run in runs.items()
+               if (run["date"], run["command"]) != (report["date"], report["command"])}
     if earlier:
-        lines += ["", "This report merges runs: the parts below were measured by an earlier "
-                  "run, on the CPU named, and are kept as that run wrote them; every other "
+        lines += ["", "This report merges runs: the parts below were measured by the run "
+                  "named, on the CPU named, and are kept as that run wrote them; any other "
                   "part was measured by this run on the machine above. Ratios are only ever "
                   "taken within one part (each part measures its own yardstick).", "",
                   "| part | measured on | date | command |", "|---|---|---|---|"]
@@ -1057,7 +1058,7 @@ def runs_and_targets(report: dict) -> list[str]:
         where = t["where"]
         part = where.split(" ")[0]
         if part in earlier:
-            where += f" (earlier run, {earlier[part]['cpu']})"
+            where += f" (run of {earlier[part]['date']}, {earlier[part]['cpu']})"
         lines.append(f"| {t['target']} | {_fmt(t['measured'], '.3g')} | {met} | {where} |")
     return lines
 
@@ -1238,6 +1239,51 @@ def _merge_earlier(output_dir: Path, results: dict, this_run: dict) -> tuple[dic
     for key, part in results.items():
         merged[key], runs[key] = part, this_run
     return merged, runs
+
+
+def combine_parts(reports: list[dict]) -> tuple[dict, dict]:
+    """(parts, part_runs) of earlier reports, later reports winning for a part; the matmul parts
+    (the run-wide yardstick) are taken as a group from the last report that has any, so that
+    yardstick never mixes machines. Each part keeps the run (date, command, CPU, git commit)
+    that measured it."""
+    parts: dict = {}
+    runs: dict = {}
+    for report in reports:
+        if report.get("format") != FORMAT:
+            raise ValueError(f"report of {report.get('date')}: format {report.get('format')!r}, "
+                             f"expected {FORMAT!r}")
+        run = {"date": report["date"], "command": report["command"],
+               "cpu": report["machine"]["cpu"], "git_commit": report.get("git_commit")}
+        if any(key.startswith("matmul") for key in report["parts"]):
+            for key in [k for k in parts if k.startswith("matmul")]:
+                del parts[key], runs[key]
+        for key, part in report["parts"].items():
+            parts[key] = part
+            runs[key] = report.get("part_runs", {}).get(key, run)
+    return parts, runs
+
+
+def combine_reports(paths: list[str | os.PathLike], output_dir: str | os.PathLike, *,
+                    command: str, notes: list[str] | None = None,
+                    shared_note: str | None = None) -> dict:
+    """Writes BENCHMARKS.md and benchmarks.json in `output_dir` from the parts of earlier
+    reports (`combine_parts`), measuring nothing: for parts run as separate commands (e.g. an
+    earlier full run plus a newer serving-only one). The header is the last report's machine
+    and load."""
+    if not paths:
+        raise ValueError("combine_reports: no reports given")
+    reports = [json.loads(Path(path).read_text(encoding="utf-8")) for path in paths]
+    parts, runs = combine_parts(reports)
+    last = reports[-1]
+    combined = {**last, "command": command, "parts": parts, "part_runs": runs,
+                "shared_note": shared_note or last.get("shared_note"),
+                "notes": list(notes or []), "combined_from": [str(p) for p in paths]}
+    combined["summary"] = summarise(parts)
+    markdown = render_markdown(combined)
+    output_dir = Path(output_dir)
+    write_json(output_dir / JSON_FILE, combined)
+    write_text(output_dir / MARKDOWN_FILE, markdown)
+    return combined
 
 
 def run_benchmark(s: Settings, output_dir: str | os.PathLike, *, command: str,

@@ -163,9 +163,25 @@ def test_a_merged_report_names_the_run_and_cpu_of_every_kept_part(tmp_path):
     assert set(parts) == set(earlier_parts) and parts["inference:vgg_f"] is new["inference:vgg_f"]
     assert runs["inference:vgg_f"] == this_run and runs["mining"]["cpu"] == "Xeon with AMX"
     report = {"part_runs": runs, "summary": benchmark.summarise(parts),
-              "date": this_run["date"]}
+              "date": this_run["date"], "command": this_run["command"]}
     markdown = "\n".join(benchmark.runs_and_targets(report))
     assert "| mining | Xeon with AMX | 2026-01-01 00:00 UTC | `full run` |" in markdown
     assert "| inference:vgg_f | Xeon" not in markdown
-    assert "training:vgg_f (earlier run, Xeon with AMX)" in markdown
+    assert "training:vgg_f (run of 2026-01-01 00:00 UTC, Xeon with AMX)" in markdown
     assert "inference:vgg_f onnx_int8 |" in markdown  # measured by this run: not marked
+
+
+def test_combined_reports_keep_each_parts_run_and_one_machines_matmul():
+    old = _hand_parts()
+    new = {"matmul": old["matmul"], "inference:vgg_f": old["inference:vgg_f"]}
+    reports = [{"format": benchmark.FORMAT, "date": f"{name} date", "command": f"{name} run",
+                "machine": {"cpu": cpu}, "parts": parts}
+               for name, parts, cpu in (("old", old, "Xeon"), ("new", new, "EPYC"))]
+    parts, runs = benchmark.combine_parts(reports)
+    assert "matmul@end" not in parts  # the old machine's yardstick is dropped as a group
+    assert set(parts) == set(old) - {"matmul@end"}
+    assert runs["matmul"]["cpu"] == runs["inference:vgg_f"]["cpu"] == "EPYC"
+    assert runs["mining"] == {"date": "old date", "command": "old run", "cpu": "Xeon",
+                              "git_commit": None}
+    with pytest.raises(ValueError, match="format"):
+        benchmark.combine_parts([{**reports[0], "format": "other"}])
