@@ -46,6 +46,9 @@ flags.DEFINE_multi_string("note", [], "A note to print under the tables (repeata
                           **_ANY)
 flags.DEFINE_bool("merge", False, "Keep the parts of the report already in --output_dir that "
                   "this run does not measure (each part's run, date and CPU are named).", **_ANY)
+flags.DEFINE_list("skip_paths", [], "Inference paths to leave out for every architecture "
+                  "(e.g. onnx_float32,onnx_int8: tf2onnx needs more than 19 GB to convert "
+                  "VGG-face).", **_ANY)
 flags.DEFINE_list("combine", [], "Measure nothing: write one report from these earlier "
                   "benchmarks.json files (later files win for a part; each part keeps the "
                   "run and CPU that measured it).", **_ANY)
@@ -71,6 +74,13 @@ def main(argv):
     if FLAGS.train_archs:
         overrides["train_archs"] = tuple(FLAGS.train_archs)
     settings = benchmark.settings(FLAGS.quick, **overrides)
+    if FLAGS.skip_paths:
+        unknown = set(FLAGS.skip_paths) - set(benchmark.INFERENCE_PATHS)
+        if unknown:
+            raise app.UsageError(f"--skip_paths: unknown paths {sorted(unknown)}")
+        settings = benchmark.dataclasses.replace(settings, inference_paths={
+            arch: [p for p in paths if p not in FLAGS.skip_paths]
+            for arch, paths in settings.inference_paths.items()})
     for arch in settings.inference_archs:
         if arch not in settings.inference_paths:
             raise app.UsageError(f"--inference_archs: no inference paths for {arch!r} "
