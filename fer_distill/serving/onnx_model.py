@@ -30,6 +30,11 @@ Sessions run with `session.intra_op.allow_spinning` off: a spinning thread pool 
 for work, which on a CPU shared with other processes cost VGG-f batch-1 a third of its speed
 here (117 against 76 ms, measured while writing this).
 
+Memory: tf2onnx 1.17 freezes the weights into the graph and copies it in its optimiser passes;
+VGG-f (57 M parameters) converts, but converting VGG-face (138 M) passed 19 GB of resident
+memory and was killed on this project's 24 GB machine (benchmark run of 2026-12-02). Convert
+VGG-face on a machine with more memory.
+
 `load_predictor("fer.onnx")` is a `fer_distill.serving.predict.Predictor`, so
 `experiments.predict --model=fer.onnx` writes the same CSV as the SavedModel.
 """
