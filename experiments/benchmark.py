@@ -62,7 +62,8 @@ def main(argv):
     from fer_distill import benchmark
 
     if FLAGS.combine:
-        command = "python -m experiments.benchmark " + " ".join(sys.argv[1:])
+        # why not sys.argv: the notes are printed under the tables already
+        command = f"python -m experiments.benchmark --combine={','.join(FLAGS.combine)}"
         benchmark.combine_reports(FLAGS.combine, FLAGS.output_dir, command=command.strip(),
                                   notes=FLAGS.note, shared_note=FLAGS.shared_note)
         print(f"wrote {FLAGS.output_dir}/{benchmark.MARKDOWN_FILE} and "

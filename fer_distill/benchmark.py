@@ -1074,10 +1074,15 @@ def render_markdown(report: dict) -> str:
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `{report['command']}` on {report['date']} (git {report['git_commit']}); "
-        f"{kind}.",
-        "Every figure is measured in this one run; ratios divide numbers of this run only. "
-        "Medians over interleaved repetitions (every candidate once per round).",
+        (f"Combined by `{report['command']}` (git {report.get('combined_git_commit')}) from "
+         "the runs named in the table below the machine; the machine is that of the last "
+         f"run ({report['date']}); {kind}." if report.get("combined_from") else
+         f"Written by `{report['command']}` on {report['date']} (git {report['git_commit']}); "
+         f"{kind}."),
+        ("Every figure is measured within one part of one run; ratios divide numbers of one "
+         "part only. " if report.get("combined_from") else
+         "Every figure is measured in this one run; ratios divide numbers of this run only. ")
+        + "Medians over interleaved repetitions (every candidate once per round).",
         "",
         "| machine | |",
         "|---|---|",
@@ -1277,7 +1282,8 @@ def combine_reports(paths: list[str | os.PathLike], output_dir: str | os.PathLik
     last = reports[-1]
     combined = {**last, "command": command, "parts": parts, "part_runs": runs,
                 "shared_note": shared_note or last.get("shared_note"),
-                "notes": list(notes or []), "combined_from": [str(p) for p in paths]}
+                "notes": list(notes or []), "combined_from": [str(p) for p in paths],
+                "combined_git_commit": _git_commit()}
     combined["summary"] = summarise(parts)
     markdown = render_markdown(combined)
     output_dir = Path(output_dir)
