@@ -6,6 +6,10 @@ Usage:
   python -m experiments.benchmark --quick --jobs=2 --output_dir=/tmp/bench   # a smoke test
   python -m experiments.benchmark --train_archs=vgg_f     # skip the VGG-face training steps
   python -m experiments.benchmark --parts=matmul,mining --output_dir=/tmp/bench  # some parts
+  python -m experiments.benchmark --parts=matmul,inference:vgg_f,inference:vgg_face,matmul \
+      --merge --shared_note="4 other jobs"   # serving only, kept beside an earlier full run
+  python -m experiments.benchmark --combine=old/benchmarks.json,new/benchmarks.json \
+      --output_dir=.                          # one report from separate runs' parts
 
 Measures, in one run, each part in a fresh process (fer_distill/benchmark.py says what and
 how): the float32 matmul rate (the yardstick, at the start and the end), inference of VGG-f and
@@ -42,6 +46,16 @@ flags.DEFINE_integer("jobs", 1, "Parts run at once. Keep 1 for measurements: con
                      "smoke tests faster.", **_ANY)
 flags.DEFINE_multi_string("note", [], "A note to print under the tables (repeatable).",
                           **_ANY)
+flags.DEFINE_bool("merge", False, "Keep the parts of the report already in --output_dir that "
+                  "this run does not measure (each part's run, date and CPU are named).", **_ANY)
+flags.DEFINE_list("skip_paths", [], "Inference paths to leave out for every architecture "
+                  "(e.g. onnx_float32,onnx_int8: tf2onnx needs more than 19 GB to convert "
+                  "VGG-face).", **_ANY)
+flags.DEFINE_list("combine", [], "Measure nothing: write one report from these earlier "
+                  "benchmarks.json files (later files win for a part; each part keeps the "
+                  "run and CPU that measured it).", **_ANY)
+flags.DEFINE_string("shared_note", None, "What else ran on the machine during the run "
+                    "(printed beside the load average).", **_ANY)
 
 
 def main(argv):
@@ -49,12 +63,27 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from fer_distill import benchmark
 
+    if FLAGS.combine:
+        # why not sys.argv: the notes are printed under the tables already
+        command = f"python -m experiments.benchmark --combine={','.join(FLAGS.combine)}"
+        benchmark.combine_reports(FLAGS.combine, FLAGS.output_dir, command=command.strip(),
+                                  notes=FLAGS.note, shared_note=FLAGS.shared_note)
+        print(f"wrote {FLAGS.output_dir}/{benchmark.MARKDOWN_FILE} and "
+              f"{FLAGS.output_dir}/{benchmark.JSON_FILE}")
+        return
     overrides = {}
     if FLAGS.inference_archs:
         overrides["inference_archs"] = tuple(FLAGS.inference_archs)
     if FLAGS.train_archs:
         overrides["train_archs"] = tuple(FLAGS.train_archs)
     settings = benchmark.settings(FLAGS.quick, **overrides)
+    if FLAGS.skip_paths:
+        unknown = set(FLAGS.skip_paths) - set(benchmark.INFERENCE_PATHS)
+        if unknown:
+            raise app.UsageError(f"--skip_paths: unknown paths {sorted(unknown)}")
+        settings = benchmark.dataclasses.replace(settings, inference_paths={
+            arch: [p for p in paths if p not in FLAGS.skip_paths]
+            for arch, paths in settings.inference_paths.items()})
     for arch in settings.inference_archs:
         if arch not in settings.inference_paths:
             raise app.UsageError(f"--inference_archs: no inference paths for {arch!r} "
@@ -66,7 +95,8 @@ def main(argv):
     command = "python -m experiments.benchmark " + " ".join(sys.argv[1:])
     report = benchmark.run_benchmark(settings, FLAGS.output_dir, command=command.strip(),
                                      parts=FLAGS.parts or None, notes=FLAGS.note,
-                                     jobs=FLAGS.jobs)
+                                     jobs=FLAGS.jobs, merge=FLAGS.merge,
+                                     shared_note=FLAGS.shared_note)
     for target in report["summary"]["targets"]:
         met = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
         measured = target["measured"]

@@ -87,8 +87,10 @@ def _hand_parts():
                    "seconds": 1.0},
         "matmul@end": {"n": 8, "float32_gflops_samples": [400.0], "float32_gflops": 400.0,
                        "bfloat16_gflops": 800.0, "peak_rss_mb": 1.0, "seconds": 1.0},
-        "inference:vgg_f": {"arch": "vgg_f", "flops_per_image": 1.5e9, "paths": _paths(
-            keras_call=20.0, tf_function=15.0, savedmodel=16.0, tflite_dynamic_range=8.0),
+        "inference:vgg_f": {"arch": "vgg_f", "flops_per_image": 1.5e9, "paths": {**_paths(
+            keras_call=20.0, tf_function=15.0, savedmodel=16.0, tflite_dynamic_range=8.0,
+            onnx_float32=10.0, onnx_int8=6.0), "tflite_dynamic_range": {
+                **_paths(x=8.0)["x"], "top1_agreement": 0.985, "changes_numerics": True}},
             "peak_rss_mb": 1.0, "seconds": 1.0},
         "inference:vgg_face": {"arch": "vgg_face", "flops_per_image": 30e9, "paths": _paths(
             keras_call=200.0, savedmodel=250.0), "peak_rss_mb": 1.0, "seconds": 1.0},
@@ -114,8 +116,10 @@ def test_summary_ratios_and_verdicts_by_hand():
     own yardstick of 200 GFLOP/s = 0.625 (met; the run-wide 250 would give 0.5); 300 / 4 = 75x
     < 100 missed. Pipeline 64 / 16 = 4 < 5 missed.
     VGG-face: best batch-32 fraction 30e9 * (100 / 200) / 250e9 = 0.06 (keras_call) missed.
-    VGG-f: fastest serving path tflite_dynamic_range 8 / 20 = 0.4 met (tf_function's 0.75
-    is not a serving path)."""
+    VGG-f: fastest serving path onnx_int8 6 / 20 = 0.3 <= 0.33 met (tf_function's 0.75 is
+    not a serving path); fastest TensorFlow-runtime path tflite_dynamic_range 8 against ONNX
+    Runtime's 6 = 1.33 > 1 missed. Lowest agreement 0.985 (tflite_dynamic_range) < 0.99
+    missed."""
     summary = benchmark.summarise(_hand_parts())
     assert summary["matmul_gflops"] == pytest.approx(250.0)
     verdicts = {t["key"]: (t["measured"], t["met"]) for t in summary["targets"]}
@@ -125,9 +129,13 @@ def test_summary_ratios_and_verdicts_by_hand():
     assert verdicts["mining_speedup"] == (pytest.approx(75.0), False)
     assert verdicts["pipeline_ratio"] == (pytest.approx(4.0), False)
     assert verdicts["vgg_face_throughput"] == (pytest.approx(0.06), False)
-    assert verdicts["vgg_f_latency"] == (pytest.approx(0.4), True)
+    assert verdicts["vgg_f_latency"] == (pytest.approx(0.3), True)
+    assert verdicts["vgg_f_vs_onnx"] == (pytest.approx(8.0 / 6.0), False)
+    assert verdicts["min_agreement"] == (pytest.approx(0.985), False)
     where = {t["key"]: t["where"] for t in summary["targets"]}
-    assert where["vgg_f_latency"].endswith("tflite_dynamic_range")
+    assert where["vgg_f_latency"].endswith("onnx_int8")
+    assert where["vgg_f_vs_onnx"] == "inference:vgg_f tflite_dynamic_range / onnx_int8"
+    assert where["min_agreement"] == "inference:vgg_f tflite_dynamic_range"
     assert summary["inference"]["vgg_f"]["tf_function"]["latency_vs_plain_keras"] == \
         pytest.approx(0.75)
 
@@ -139,3 +147,41 @@ def test_missing_parts_are_not_measured_rather_than_guessed():
                 benchmark.summarise(parts)["targets"]}
     assert verdicts["mining_fraction"] == (None, None)
     assert verdicts["vgg_face_throughput"] == (None, None)
+
+
+def test_a_merged_report_names_the_run_and_cpu_of_every_kept_part(tmp_path):
+    import json
+
+    earlier_parts = _hand_parts()
+    (tmp_path / benchmark.JSON_FILE).write_text(json.dumps({
+        "format": benchmark.FORMAT, "date": "2026-01-01 00:00 UTC", "command": "full run",
+        "machine": {"cpu": "Xeon with AMX"}, "git_commit": "abc", "parts": earlier_parts}))
+    new = {"inference:vgg_f": earlier_parts["inference:vgg_f"]}
+    this_run = {"date": "2026-02-02 00:00 UTC", "command": "serving run", "cpu": "AMD EPYC",
+                "git_commit": "def"}
+    parts, runs = benchmark._merge_earlier(tmp_path, new, this_run)
+    assert set(parts) == set(earlier_parts) and parts["inference:vgg_f"] is new["inference:vgg_f"]
+    assert runs["inference:vgg_f"] == this_run and runs["mining"]["cpu"] == "Xeon with AMX"
+    report = {"part_runs": runs, "summary": benchmark.summarise(parts),
+              "date": this_run["date"], "command": this_run["command"]}
+    markdown = "\n".join(benchmark.runs_and_targets(report))
+    assert "| mining | Xeon with AMX | 2026-01-01 00:00 UTC | `full run` |" in markdown
+    assert "| inference:vgg_f | Xeon" not in markdown
+    assert "training:vgg_f (run of 2026-01-01 00:00 UTC, Xeon with AMX)" in markdown
+    assert "inference:vgg_f onnx_int8 |" in markdown  # measured by this run: not marked
+
+
+def test_combined_reports_keep_each_parts_run_and_one_machines_matmul():
+    old = _hand_parts()
+    new = {"matmul": old["matmul"], "inference:vgg_f": old["inference:vgg_f"]}
+    reports = [{"format": benchmark.FORMAT, "date": f"{name} date", "command": f"{name} run",
+                "machine": {"cpu": cpu}, "parts": parts}
+               for name, parts, cpu in (("old", old, "Xeon"), ("new", new, "EPYC"))]
+    parts, runs = benchmark.combine_parts(reports)
+    assert "matmul@end" not in parts  # the old machine's yardstick is dropped as a group
+    assert set(parts) == set(old) - {"matmul@end"}
+    assert runs["matmul"]["cpu"] == runs["inference:vgg_f"]["cpu"] == "EPYC"
+    assert runs["mining"] == {"date": "old date", "command": "old run", "cpu": "Xeon",
+                              "git_commit": None}
+    with pytest.raises(ValueError, match="format"):
+        benchmark.combine_parts([{**reports[0], "format": "other"}])

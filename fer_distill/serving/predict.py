@@ -11,23 +11,28 @@ which resizes each crop on its own. Both give the numbers a TF Serving client wo
 `cv2.VideoCapture`, every n-th frame), finds faces with a detector (`faces.py`; None = each
 input already is a face crop), classifies them in batches and writes one CSV row per face:
 
-    file, frame, face, x, y, w, h, status, class, prob_<class name> x C, error
+    file, frame, face, x, y, w, h, status, crop, class, prob_<class name> x C, error
 
 - `frame`: the frame number in a video (0-based, counting every frame of the file); empty for
   a still image. `face`: the face's number in its frame (detector boxes, left to right).
   `x, y, w, h`: the face box in pixels, clipped to the image (the whole image without a
   detector).
 - `status` "ok": a face and its prediction. "no_face": the detector found no face in this image
-  or frame; the row is written (so every input frame appears in the CSV) with an empty box, class
-  and probabilities. "unreadable": the file could not be decoded (corrupt, truncated, not an
-  image or video); the row names the file, `error` says what failed, and the run goes on with
-  the other files (a warning is logged and `predict_files` returns the list), because one bad
-  file in a folder of thousands should not cost the other predictions.
+  or frame (and no `fallback` was given); the row is written (so every input frame appears in
+  the CSV) with an empty box, class and probabilities. "unreadable": the file is missing or
+  could not be decoded (corrupt, truncated, not an image or video); the row names the file,
+  `error` says what failed, and the run goes on with the other files (a warning is logged and
+  `predict_files` returns the list), because one bad file in a folder of thousands should not
+  cost the other predictions.
+- `crop`: what produced the box: the detector's `name` (e.g. "blazeface_short", "haar"),
+  "center_crop" when the detector found nothing and the `fallback` (faces.center_crop) was
+  used, "whole_image" without a detector.
 - For the fused SVM, the probability columns are the export's `probabilities`: a softmax of
   the SVM's decision values, not calibrated probabilities (see `export.py`).
 
 The CSV is written atomically; with `annotate_dir`, each image or sampled frame is also written
-there as a JPEG with the boxes and labels drawn on it.
+there as a JPEG (`photo.jpg` for `photo.png`, `clip.frame000010.jpg` for a video frame) with
+the boxes and labels drawn on it and the part of each box the model's view hides darkened.
 
 Files are decoded by OpenCV, which turns a JPEG upright by its EXIF orientation tag; the
 SavedModel's `serving_default` (TensorFlow's decoder) ignores that tag, so a TF Serving client
@@ -48,6 +53,8 @@ import numpy as np
 from fer_distill.atomic import atomic_path
 from fer_distill.serving.faces import Box, Detector, clip, crop, whole_image
 
+DEMO_DATASET = "demo"
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
@@ -55,14 +62,17 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
                   ".flv")
 OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"
+MISSING = "missing"  # a Source kind: the path given does not exist
 
 
 class Predictor:
     """Face crops (uint8 RGB, any sizes) → predictions, from a SavedModel or a Keras model.
 
-    `Predictor.load(path)` takes an exported SavedModel directory, a run directory, a fuse run
-    or a `.keras` file (`view` as in `fer_distill.serving.servable.load_servable`; a
-    SavedModel's view is part of its graph and cannot be changed).
+    `Predictor.load(path)` takes an exported SavedModel directory, a TFLite export directory,
+    an ONNX file, a run directory, a fuse run or a `.keras` file (`view` as in
+    `fer_distill.serving.servable.load_servable`; an export's view is part of its graph and
+    cannot be changed). A model trained on the synthetic demo set logs a warning: its labels
+    mean nothing on real faces (`trained_on_demo`).
     """
 
     def __init__(self, predict_images, serve_encoded, metadata: dict, owner=None):
@@ -72,16 +82,77 @@ class Predictor:
         self._owner = owner  # keeps the module / loaded SavedModel alive
 
     @classmethod
-    def from_servable(cls, servable) -> "Predictor":
+    def from_servable(cls, servable, precision: str = "float32") -> "Predictor":
+        """`precision`: "float32" (the ServingModule export saves), "bfloat16" (bfloat16
+        weights, `precision.bfloat16_servable`), "int8" (the TFLite dynamic-range graph) or
+        "auto" (`precision.choose_precision`: the fastest of those on this machine that agrees
+        with float32; `metadata["precision"]` records what it chose and why)."""
+        from fer_distill.serving import precision as precisions
         from fer_distill.serving.export import ServingModule
 
-        module = ServingModule(servable)
-        return cls(module.predict_images, module.serve_encoded, module.metadata_dict, module)
+        if precision == "float32":
+            module = ServingModule(servable)
+            return cls(module.predict_images, module.serve_encoded,
+                       {**module.metadata_dict, "precision": {"chosen": "float32"}}, module)
+        if precision == "auto":
+            chosen, runners, record = precisions.choose_precision(servable)
+            run = runners[chosen]
+        elif precision in precisions.PRECISIONS:
+            run, record = precisions.runner(servable, precision), {"chosen": precision,
+                                                                   "reason": "asked for"}
+        else:
+            raise ValueError(f"precision must be one of {precisions.PRECISIONS} or 'auto', "
+                             f"got {precision!r}")
+        import tensorflow as tf
+
+        metadata = {**ServingModule(servable).metadata_dict, "precision": record}
+        names = np.asarray(metadata["class_names"], dtype=object)
+
+        def predict_images(images):
+            out = dict(run(np.asarray(images)))
+            out["class_name"] = names[np.asarray(out["class_id"], dtype=np.int64)].astype(bytes)
+            return {key: tf.constant(value) for key, value in out.items()}
+
+        def serve_encoded(image_bytes):
+            parts = []
+            for encoded in np.asarray(image_bytes).reshape(-1):
+                image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+                parts.append({k: v.numpy() for k, v in predict_images(image[None]).items()})
+            return {key: tf.constant(np.concatenate([p[key] for p in parts]))
+                    for key in parts[0]}
+
+        return cls(predict_images, serve_encoded, metadata, run)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, view: str | None = None,
-             kd_student=None, triplet_student=None) -> "Predictor":
-        path = Path(path)
+             kd_student=None, triplet_student=None, precision: str = "float32") -> "Predictor":
+        """`precision` (see `from_servable`) applies to a run or model file; an export runs at
+        the precision it was written in."""
+        predictor = cls._load(Path(path), view, kd_student, triplet_student, precision)
+        if predictor.trained_on_demo:
+            log.warning("%s was trained on the synthetic demo set (32x32 drawn faces): its "
+                        "labels on real photographs mean nothing; train on FER+ or AffectNet "
+                        "(README, 'Reproducing Table I')", path)
+        return predictor
+
+    @classmethod
+    def _load(cls, path: Path, view, kd_student, triplet_student, precision) -> "Predictor":
+        if not path.exists():
+            raise FileNotFoundError(f"model not found: {path}")
+        is_export = (path.suffix.lower() == ".onnx" or (path / "model.tflite").is_file()
+                     or (path / "saved_model.pb").is_file())
+        if is_export and precision != "float32":
+            raise ValueError(f"{path} is an export, which runs at the precision it was "
+                             f"written in; precision {precision!r} applies to a run or "
+                             "model file")
+        if path.is_file() and path.suffix.lower() == ".onnx":
+            from fer_distill.serving.onnx_model import load_predictor as load_onnx
+
+            predictor = load_onnx(path)
+            if view is not None and view != predictor.view:
+                raise ValueError(f"{path}: this ONNX export applies view {predictor.view!r} "
+                                 f"inside its graph; it cannot run with view {view!r}")
+            return predictor
         if path.is_dir() and (path / "model.tflite").is_file():
             from fer_distill.serving.tflite import load_predictor, read_metadata
 
@@ -105,7 +176,8 @@ class Predictor:
         from fer_distill.serving.servable import load_servable
 
         return cls.from_servable(load_servable(path, view=view, kd_student=kd_student,
-                                               triplet_student=triplet_student))
+                                               triplet_student=triplet_student),
+                                 precision=precision)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -114,6 +186,11 @@ class Predictor:
     @property
     def view(self) -> str:
         return self.metadata["view"]
+
+    @property
+    def trained_on_demo(self) -> bool:
+        """Whether the model's run recorded the synthetic demo set as its training data."""
+        return self.metadata.get("source", {}).get("dataset") == DEMO_DATASET
 
     def __call__(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Predictions for uint8 RGB crops (H_i, W_i, 3): the export's outputs as NumPy."""
@@ -172,15 +249,19 @@ def _kind(path: Path) -> str | None:
 
 def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Source]:
     """Image and video files: files as given (an unknown suffix is read as an image), folders
-    searched recursively for known suffixes (other files skipped), in sorted order."""
+    searched recursively for known suffixes (other files skipped), in sorted order. A path that
+    does not exist is kept as a `MISSING` source (it becomes an "unreadable" row), unless no
+    path given exists: then FileNotFoundError."""
     if not paths:
         raise ValueError("no inputs given: pass image files, folders or video files")
+    if not any(Path(given).exists() for given in paths):
+        raise FileNotFoundError(f"input not found: {', '.join(map(str, paths))}")
     sources = []
     for given in paths:
         path = Path(given)
         if not path.exists():
-            raise FileNotFoundError(f"input not found: {path}")
-        if path.is_dir():
+            sources.append(Source(path, MISSING, path))
+        elif path.is_dir():
             found = [Source(p, _kind(p), path) for p in sorted(path.rglob("*"))
                      if p.is_file() and _kind(p)]
             if not found:
@@ -238,6 +319,9 @@ def read_frames(source: Source, every_nth_frame: int = 1) -> Iterator[Frame]:
     `error` set."""
     import cv2
 
+    if source.kind == MISSING:
+        yield Frame(source, None, error=f"{source.path}: input not found")
+        return
     if source.kind == "image":
         try:
             yield Frame(source, None, read_image(source.path))
@@ -270,24 +354,44 @@ def read_frames(source: Source, every_nth_frame: int = 1) -> Iterator[Frame]:
 
 
 def csv_columns(class_names: Sequence[str]) -> list[str]:
-    return ["file", "frame", "face", "x", "y", "w", "h", "status", "class",
+    return ["file", "frame", "face", "x", "y", "w", "h", "status", "crop", "class",
             *(f"prob_{name}" for name in class_names), "error"]
 
 
-def _annotation_path(annotate_dir: Path, frame: Frame) -> Path:
-    flat = "__".join(frame.source.relative.parts)
-    if frame.index is not None:
-        flat = f"{flat}.frame{frame.index:06d}"
-    return annotate_dir / f"{flat}.jpg"
+def _annotation_path(annotate_dir: Path, frame: Frame, taken: set) -> Path:
+    """DIR/<sub__dirs__stem>[.frameNNNNNN].jpg; the source's suffix is kept (`a.png.jpg`) only
+    when two inputs would otherwise share a name (a.png beside a.jpg)."""
+    parts = frame.source.relative.parts
+    flat = "__".join([*parts[:-1], Path(parts[-1]).stem])
+    frame_part = "" if frame.index is None else f".frame{frame.index:06d}"
+    name = f"{flat}{frame_part}.jpg"
+    owner = taken.setdefault(name, frame.source.path)
+    if owner != frame.source.path:
+        name = f"{'__'.join(parts)}{frame_part}.jpg"
+    return annotate_dir / name
 
 
-def _draw(image: np.ndarray, boxes: Sequence[Box], labels: Sequence[str]) -> np.ndarray:
+def _hidden(box: Box, view) -> np.ndarray:
+    """Boolean (h, w): the pixels of a face box that the model's view hides."""
+    from fer_distill.data.occlusion import occlude
+
+    _, _, w, h = box
+    return occlude(np.ones((1, h, w, 1), np.float32), view)[0, ..., 0] == 0
+
+
+def _draw(image: np.ndarray, boxes: Sequence[Box], labels: Sequence[str],
+          view=None) -> np.ndarray:
     import cv2
 
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     height, width = bgr.shape[:2]
     scale = max(0.35, min(height, width) / 600)
     thickness = max(1, round(scale * 2))
+    for box in boxes if view is not None else ():
+        x, y, w, h = box
+        hidden = _hidden(box, view)
+        region = bgr[y:y + h, x:x + w]
+        region[hidden] = (region[hidden] * 0.3).astype(np.uint8)  # what the model does not see
     for (x, y, w, h), label in zip(boxes, labels):
         cv2.rectangle(bgr, (x, y), (x + w - 1, y + h - 1), (0, 255, 0), thickness)
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
@@ -331,11 +435,14 @@ def predict_files(
     every_nth_frame: int = 1,
     annotate_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    fallback: Detector | None = None,
 ) -> dict:
     """Writes the predictions CSV for `paths` to `output` (see the module docstring).
 
-    `detector=None` treats every image or frame as one face crop. Returns a summary:
-    {"output", "frames", "faces", "no_face", "unreadable": [file, ...]}.
+    `detector=None` treats every image or frame as one face crop. `fallback` (e.g.
+    `faces.center_crop`) gives the boxes of a frame in which the detector found none. Returns
+    a summary: {"output", "frames", "faces", "no_face", "fallback", "unreadable": [file, ...]}
+    ("no_face" counts frames the detector found no face in, with or without a fallback).
     """
     from tqdm import tqdm
 
@@ -348,33 +455,36 @@ def predict_files(
     annotate_dir = Path(annotate_dir) if annotate_dir is not None else None
     sources = find_inputs(paths)
     names = predictor.class_names
-    summary = {"output": str(output), "frames": 0, "faces": 0, "no_face": 0, "unreadable": []}
+    summary = {"output": str(output), "frames": 0, "faces": 0, "no_face": 0, "fallback": 0,
+               "unreadable": []}
+    taken: dict = {}  # annotation file names already used, and by which source
 
-    pending: list[tuple[Frame, list[Box], int]] = []  # frame, its boxes, first crop's index
+    # frame, its boxes, what produced them, first crop's index
+    pending: list[tuple[Frame, list[Box], str, int]] = []
     crops: list[np.ndarray] = []
 
     def flush(writer):
         results = predictor(crops) if crops else None
-        for frame, boxes, start in pending:
+        for frame, boxes, made_by, start in pending:
             file = str(frame.source.path)
             frame_no = "" if frame.index is None else frame.index
             if frame.error is not None:
-                writer.writerow([file, frame_no, "", "", "", "", "", UNREADABLE, "",
+                writer.writerow([file, frame_no, "", "", "", "", "", UNREADABLE, "", "",
                                  *[""] * len(names), frame.error])
                 continue
             if not boxes:
-                writer.writerow([file, frame_no, "", "", "", "", "", NO_FACE, "",
+                writer.writerow([file, frame_no, "", "", "", "", "", NO_FACE, made_by, "",
                                  *[""] * len(names), ""])
             labels = []
             for face, box in enumerate(boxes):
                 probs = results["probabilities"][start + face]
                 name = names[int(results["class_id"][start + face])]
-                writer.writerow([file, frame_no, face, *box, OK, name,
+                writer.writerow([file, frame_no, face, *box, OK, made_by, name,
                                  *(f"{p:.9g}" for p in probs), ""])
                 labels.append(f"{name} {float(np.max(probs)):.2f}")
             if annotate_dir is not None:
-                _write_jpeg(_annotation_path(annotate_dir, frame),
-                            _draw(frame.image, boxes, labels))
+                _write_jpeg(_annotation_path(annotate_dir, frame, taken),
+                            _draw(frame.image, boxes, labels, predictor.view))
         pending.clear()
         crops.clear()
 
@@ -386,18 +496,20 @@ def predict_files(
         for source in sources:
             for frame in read_frames(source, every_nth_frame):
                 bar.update(1)
-                boxes = []
+                boxes, made_by = [], _name(detector)
                 if frame.error is not None:
                     log.warning("skipping unreadable input: %s", frame.error)
                     summary["unreadable"].append(str(source.path))
                 else:
                     summary["frames"] += 1
                     height, width = frame.image.shape[:2]
-                    boxes = [b for b in (clip(b, height, width) for b in detector(frame.image))
-                             if b is not None]
-                    summary["faces"] += len(boxes)
+                    boxes = _boxes(detector, frame.image)
                     summary["no_face"] += not boxes
-                pending.append((frame, boxes, len(crops)))
+                    if not boxes and fallback is not None:
+                        boxes, made_by = _boxes(fallback, frame.image), _name(fallback)
+                        summary["fallback"] += bool(boxes)
+                    summary["faces"] += len(boxes)
+                pending.append((frame, boxes, made_by, len(crops)))
                 crops.extend(np.ascontiguousarray(crop(frame.image, b)) for b in boxes)
                 if annotate_dir is None:
                     frame.image = None  # why: only the crops are needed from here on
@@ -405,3 +517,12 @@ def predict_files(
                     flush(writer)
         flush(writer)
     return summary
+
+
+def _name(detector) -> str:
+    return str(getattr(detector, "name", None) or getattr(detector, "__name__", "detector"))
+
+
+def _boxes(detector, image: np.ndarray) -> list[Box]:
+    height, width = image.shape[:2]
+    return [b for b in (clip(b, height, width) for b in detector(image)) if b is not None]

@@ -57,8 +57,10 @@ def model_input(images, size: tuple[int, int], view: str | Mask):
 def check_encoded(image_bytes):
     """An op that fails with InvalidArgumentError naming the items that are not image files.
 
-    `tf.io.decode_image` would fail too, but inside a `map_fn` and without saying which item of
-    the request was bad.
+    `tf.io.decode_image` would fail too, but inside a map and without saying which item of the
+    request was bad. The message shows each bad item's first bytes with every byte that is not
+    valid UTF-8 replaced by U+FFFD, so that a client can always read it (raw TIFF or binary
+    bytes in the message made TensorFlow's Python client fail with UnicodeDecodeError).
     """
     # why the padding: substr fails on a position past the end of a short string.
     padded = tf.strings.join([image_bytes, tf.constant(b"\0" * 16)])
@@ -66,11 +68,14 @@ def check_encoded(image_bytes):
     for offset, magic in _MAGIC:
         known = known | tf.equal(tf.strings.substr(padded, offset, len(magic)), magic)
     bad = tf.reshape(tf.where(~known), [-1])
+    first_bytes = tf.strings.unicode_transcode(
+        tf.strings.substr(tf.gather(image_bytes, bad), 0, 16), input_encoding="UTF-8",
+        output_encoding="UTF-8", errors="replace")
     return tf.debugging.Assert(
         tf.reduce_all(known),
         ["image_bytes: the items at these positions are not encoded images (expected "
          f"{ACCEPTED_FORMATS} file contents):", bad,
-         "their first bytes:", tf.strings.substr(tf.gather(image_bytes, bad), 0, 16)],
+         "their first bytes:", first_bytes],
         summarize=20, name="check_image_bytes")
 
 
@@ -81,17 +86,36 @@ def decode_and_resize(image_bytes, sizes):
     Each image is decoded to RGB (grey files are repeated to 3 channels by the decoder, which
     gives the same numbers as the pipeline's resize-then-repeat, since the resize works per
     channel; an alpha channel is dropped; an animated GIF gives its first frame) and resized on
-    its own, so one request may mix sizes.
+    its own, so one request may mix sizes. An item that has an image header but does not
+    decode (corrupt, truncated) fails the request with InvalidArgumentError naming its
+    position: the items are decoded in a `tf.data` map that drops failures, and the positions
+    missing from its result are reported.
     """
     image_bytes = tf.convert_to_tensor(image_bytes, dtype=tf.string)
     with tf.control_dependencies([check_encoded(image_bytes)]):
         image_bytes = tf.identity(image_bytes)
     sizes = tuple(tuple(int(d) for d in size) for size in sizes)
+    count = tf.size(image_bytes, out_type=tf.int64)
 
-    def one(encoded):
+    def one(index, encoded):
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
-        return tuple(resize(image[None], size)[0] for size in sizes)
+        return index, tuple(resize(image[None], size)[0] for size in sizes)
 
-    signature = tuple(tf.TensorSpec([h, w, 3], tf.float32) for h, w in sizes)
-    return tf.map_fn(one, image_bytes, fn_output_signature=signature)
+    decoded = (tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
+               .map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .ignore_errors()
+               .batch(tf.maximum(count, 1)))
+    nothing = tf.data.Dataset.from_tensors(
+        (tf.zeros([0], tf.int64), tuple(tf.zeros([0, h, w, 3]) for h, w in sizes)))
+    # why the concatenation: a batch of none (every item failed, or an empty request) is no
+    # element at all, and get_single_element needs exactly one
+    indices, resized = decoded.concatenate(nothing).take(1).get_single_element()
+    decoded_ok = tf.scatter_nd(indices[:, None], tf.ones_like(indices), [count])
+    failed = tf.reshape(tf.where(tf.equal(decoded_ok, 0)), [-1])
+    check = tf.debugging.Assert(
+        tf.equal(tf.size(indices, out_type=tf.int64), count),
+        ["image_bytes: the items at these positions could not be decoded (corrupt or "
+         "truncated image files):", failed], summarize=20, name="check_decoded")
+    with tf.control_dependencies([check]):
+        return tuple(tf.identity(images) for images in resized)

@@ -37,7 +37,8 @@ def run(tmp_path_factory):
 
 def _predict(capsys, paths, **values):
     settings = {**dict(view=None, no_detect=False, every_nth_frame=1, batch_size=4,
-                       annotate_dir=None, progress=False), **values}
+                       annotate_dir=None, progress=False, detector="blazeface",
+                       detect_threshold=0.5, fallback="center"), **values}
     with flagsaver.flagsaver(**settings):
         predict.main(["predict", *map(str, paths)])
     return json.loads(capsys.readouterr().out)
@@ -109,7 +110,7 @@ def test_a_savedmodel_gives_the_same_csv(run, tmp_path, capsys):
     assert a[0]["class"] == b[0]["class"]
 
 
-def test_default_haar_detector_finds_a_face_and_reports_empty_frames(run, tmp_path, capsys):
+def test_haar_detector_finds_a_face_and_reports_empty_frames(run, tmp_path, capsys):
     from fer_distill.data.demo import generate
 
     path, model = run
@@ -119,11 +120,12 @@ def test_default_haar_detector_finds_a_face_and_reports_empty_frames(run, tmp_pa
     cv2.imwrite(str(tmp_path / "1_face.png"), canvas)
     cv2.imwrite(str(tmp_path / "2_wall.png"), np.full((120, 160), 90, np.uint8))
     summary = _predict(capsys, [tmp_path / "1_face.png", tmp_path / "2_wall.png"],
-                       model=str(path), output=str(tmp_path / "h.csv"))
+                       model=str(path), output=str(tmp_path / "h.csv"), detector="haar",
+                       fallback="none")
     assert "HaarFaceDetector" in summary["detector"]
     face_row, wall_row = _rows(tmp_path / "h.csv")
     assert wall_row["status"] == "no_face" and wall_row["x"] == "" and wall_row["class"] == ""
-    assert face_row["status"] == "ok"
+    assert face_row["status"] == "ok" and face_row["crop"] == "haar"
     x, y, w, h = (int(face_row[k]) for k in "xywh")
     assert abs(x - 120) < 20 and abs(y - 60) < 20 and abs(w - 144) < 30
     rgb = np.repeat(canvas[..., None], 3, axis=-1)
@@ -135,3 +137,27 @@ def test_default_haar_detector_finds_a_face_and_reports_empty_frames(run, tmp_pa
 def test_no_inputs_is_a_usage_error(run, capsys):
     with pytest.raises(app.UsageError, match="at least one"):
         _predict(capsys, [], model=str(run[0]), output="unused.csv")
+
+
+def test_default_detector_finds_a_headset_wearers_face_that_haar_misses(run, tmp_path, capsys):
+    """A real photograph (scikit-image's astronaut, from its wheel) with the upper half of the
+    face blacked out: the default BlazeFace finds the face; Haar finds none, and the row falls
+    back to the centre crop and says so."""
+    from skimage import data
+
+    path, _ = run
+    photo = data.astronaut().copy()
+    photo[45:130, 150:300] = 0  # her face is at x 177-270, y 67-160: brows to mid-nose hidden
+    cv2.imwrite(str(tmp_path / "headset.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    rows = {}
+    for detector in ("blazeface", "haar"):
+        summary = _predict(capsys, [tmp_path / "headset.png"], model=str(path),
+                           output=str(tmp_path / f"{detector}.csv"), detector=detector)
+        (rows[detector],) = _rows(tmp_path / f"{detector}.csv")
+        assert summary["frames"] == 1
+    blaze, haar = rows["blazeface"], rows["haar"]
+    assert blaze["status"] == "ok" and blaze["crop"] == "blazeface_short"
+    x, y, w, h = (int(blaze[k]) for k in "xywh")
+    assert abs(x + w / 2 - 223) < 20 and abs(y + h / 2 - 113) < 25 and 70 < w < 140
+    assert haar["status"] == "ok" and haar["crop"] == "center_crop"
+    assert (haar["x"], haar["y"], haar["w"], haar["h"]) == ("0", "0", "512", "512")

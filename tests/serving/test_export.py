@@ -143,6 +143,27 @@ def test_bytes_that_are_not_an_image_fail_naming_the_item(exported):
         loaded.signatures["serving_default"](image_bytes=tf.constant([good[:40]]))
 
 
+def test_binary_non_image_bytes_give_a_readable_invalid_argument(exported):
+    """A TIFF (not accepted) is binary: its bytes in the message once made the Python client
+    raise UnicodeDecodeError instead of InvalidArgumentError."""
+    _, loaded, _ = exported
+    good = _png(_images((10, 10, 3), 1)[0])
+    tiff = b"II*\x00\x08\x00\x00\x00\xff\xfe\x80\x81\x00\x01"
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"not encoded images(.|\n)*\[1\](.|\n)*II\*"):
+        loaded.signatures["serving_default"](image_bytes=tf.constant([good, tiff]))
+
+
+def test_a_corrupt_image_names_its_position_in_the_batch(exported):
+    _, loaded, _ = exported
+    crops = _images((30, 20, 3), 4, seed=3)
+    jpeg = tf.io.encode_jpeg(crops[1]).numpy()
+    batch = [_png(crops[0]), jpeg[: len(jpeg) // 3], _png(crops[2]), _png(crops[3])[:70]]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"could not be decoded \(corrupt or truncated(.|\n)*\[1 3\]"):
+        loaded.signatures["serving_default"](image_bytes=tf.constant(batch))
+
+
 def test_the_view_is_applied_and_recorded(exported, tmp_path):
     path, loaded, model = exported
     metadata = read_metadata(path)

@@ -63,3 +63,33 @@ def test_a_foreign_model_is_refused():
     foreign = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="foreign")
     with pytest.raises(ValueError, match="foreign.*MeanSubtraction"):
         precision.bfloat16_network(foreign)
+
+
+def test_auto_precision_reads_the_cpu_and_records_its_choice(student, monkeypatch):
+    from fer_distill.serving.predict import Predictor
+
+    flags = "processor : 0\nflags : fpu sse2 avx2 fma avx512f avx512_bf16\n"
+    assert {"avx2", "avx512_bf16"} <= precision.cpu_features(flags)
+    tried, skipped = precision.candidates({"avx2"})
+    assert "bfloat16" in skipped and "avx512_bf16" in skipped["bfloat16"]
+    assert set(tried) == {"float32", "int8"}
+    tried, _ = precision.candidates({"amx_bf16"})
+    assert "amx_bf16" in tried["bfloat16"]
+
+    monkeypatch.setattr(precision, "cpu_features", lambda: {"avx2", "fma"})  # an AVX2-only CPU
+    predictor = Predictor.load(student[0], precision="auto")
+    record = predictor.metadata["precision"]
+    assert record["chosen"] in ("float32", "int8") and record["reason"]
+    assert set(record["probe"]) == {"float32", "int8"} and "bfloat16" in record["skipped"]
+    assert record["probe"]["float32"]["top1_agreement"] == 1.0
+    assert 0 < record["probe"]["int8"]["latency_ms"] and "speedup" in record["probe"]["int8"]
+    if record["chosen"] == "int8":
+        assert record["probe"]["int8"]["top1_agreement"] >= precision.AUTO_MIN_AGREEMENT
+    else:
+        assert "rejected" in record["probe"]["int8"]
+    crops = [np.full((32, 32, 3), 120, np.uint8), np.full((40, 30, 3), 30, np.uint8)]
+    exact = Predictor.load(student[0])(crops)
+    for name in ("int8", "bfloat16"):
+        got = Predictor.load(student[0], precision=name)(crops)
+        np.testing.assert_allclose(got["probabilities"], exact["probabilities"], atol=0.05)
+        assert list(got["class_name"]) == list(exact["class_name"])

@@ -139,7 +139,7 @@ def test_video_every_nth_frame(student, predictor, tmp_path):
     np.testing.assert_allclose(np.stack([_probs(r) for r in rows]), want, rtol=1e-4,
                                atol=1e-5)
     written = sorted(p.name for p in (tmp_path / "annotated").iterdir())
-    assert written == [f"clip.avi.frame{i:06d}.jpg" for i in (0, 3, 6)]
+    assert written == [f"clip.frame{i:06d}.jpg" for i in (0, 3, 6)]
     assert cv2.imread(str(tmp_path / "annotated" / written[0])).shape == (40, 48, 3)
 
 
@@ -164,6 +164,7 @@ def test_an_injected_detector_drives_boxes_crops_and_no_face_rows(student, predi
                                 annotate_dir=tmp_path / "ann")
     assert calls == [(48, 60, 3), (30, 30, 3)] * 2
     assert summary == {"output": str(outputs[32]), "frames": 2, "faces": 2, "no_face": 1,
+                       "fallback": 0,
                        "unreadable": []}
     assert outputs[2].read_text() == outputs[32].read_text()
     rows = _read_csv(outputs[32])
@@ -175,9 +176,9 @@ def test_an_injected_detector_drives_boxes_crops_and_no_face_rows(student, predi
     want = _keras_probs(model, [photo[3:21, 2:22], photo[30:48, 40:60]])
     np.testing.assert_allclose(np.stack([_probs(r) for r in rows[:2]]), want, rtol=1e-4,
                                atol=1e-5)
-    annotated = cv2.imread(str(tmp_path / "ann" / "1_photo.png.jpg"))
+    annotated = cv2.imread(str(tmp_path / "ann" / "1_photo.jpg"))
     assert annotated is not None and annotated.shape == (48, 60, 3)
-    assert (tmp_path / "ann" / "2_empty.png.jpg").is_file()
+    assert (tmp_path / "ann" / "2_empty.jpg").is_file()
 
 
 def test_inputs_are_checked_before_any_work(predictor, tmp_path):
@@ -200,3 +201,64 @@ def test_an_unreadable_video_is_a_row(predictor, tmp_path):
     assert [r["status"] for r in rows] == ["unreadable", "ok"]
     assert "fake.mp4" in rows[0]["error"]
     assert summary["unreadable"] == [str(tmp_path / "fake.mp4")]
+
+
+def test_missing_inputs_are_rows_and_the_rest_is_predicted(predictor, tmp_path):
+    _save(tmp_path / "ok.png", _picture(32, 32, 0))
+    summary = predict_files(predictor, [tmp_path / "gone.jpg", tmp_path / "ok.png"],
+                            tmp_path / "out.csv")
+    rows = _read_csv(tmp_path / "out.csv")
+    assert [(r["status"], r["crop"]) for r in rows] == [("unreadable", ""), ("ok", "whole_image")]
+    assert rows[0]["error"] == f"{tmp_path / 'gone.jpg'}: input not found"
+    assert summary["unreadable"] == [str(tmp_path / "gone.jpg")]
+
+
+def test_fallback_crops_the_centre_and_says_so(student, predictor, tmp_path):
+    from fer_distill.serving.faces import center_crop
+
+    _, model = student
+    photo = _picture(30, 50, 3)
+    _save(tmp_path / "wide.png", photo)
+
+    def finds_nothing(image):
+        return []
+
+    finds_nothing.name = "scripted"
+    summary = predict_files(predictor, [tmp_path / "wide.png"], tmp_path / "out.csv",
+                            detector=finds_nothing, fallback=center_crop)
+    (row,) = _read_csv(tmp_path / "out.csv")
+    assert (row["status"], row["crop"], row["x"], row["y"], row["w"], row["h"]) == (
+        "ok", "center_crop", "10", "0", "30", "30")
+    np.testing.assert_allclose(_probs(row), _keras_probs(model, [photo[:, 10:40]])[0],
+                               rtol=1e-4, atol=1e-5)
+    assert (summary["no_face"], summary["fallback"], summary["faces"]) == (1, 1, 1)
+    predict_files(predictor, [tmp_path / "wide.png"], tmp_path / "none.csv",
+                  detector=finds_nothing)
+    (row,) = _read_csv(tmp_path / "none.csv")
+    assert (row["status"], row["crop"]) == ("no_face", "scripted")
+
+
+def test_annotations_darken_the_hidden_half_and_names_do_not_collide(predictor, tmp_path):
+    white = np.full((100, 100, 3), 255, np.uint8)
+    _save(tmp_path / "in" / "a.png", white)
+    _save(tmp_path / "in" / "a.bmp", white)
+    predict_files(predictor, [tmp_path / "in"], tmp_path / "out.csv",
+                  detector=lambda image: [(30, 40, 40, 40)], annotate_dir=tmp_path / "ann")
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["a.jpg", "a.png.jpg"]
+    grey = cv2.imread(str(tmp_path / "ann" / "a.jpg"), cv2.IMREAD_GRAYSCALE).astype(float)
+    # lower_half_visible: the upper half is what a headset hides, drawn dark; the lower half
+    # is the photo, as is everything outside the box (the label sits above it)
+    assert grey[43:58, 34:66].mean() < 100 and grey[63:78, 34:66].mean() > 200
+    assert grey[85:, :].mean() > 200
+
+
+def test_a_demo_trained_model_warns(tmp_path, caplog):
+    from tests.serving.conftest import sharp_mini, write_run
+
+    run = write_run(tmp_path / "demo_run", sharp_mini(3), stage="student",
+                    view="lower_half_visible", dataset="demo")
+    with caplog.at_level("WARNING"):
+        predictor = Predictor.load(run)
+    assert predictor.trained_on_demo and "synthetic demo set" in caplog.text
+    with pytest.raises(FileNotFoundError, match="model not found: .*no_such_run"):
+        Predictor.load(tmp_path / "no_such_run")
