@@ -224,6 +224,31 @@ def chosen_on_validation(rows) -> dict:
     return out
 
 
+def verdicts(rows) -> list[str]:
+    """The controls against what they must show (module docstring), one line each."""
+    out = []
+    lam0, shuffled = rows.get("kd_lambda0"), rows.get("kd_shuffled")
+    if lam0 is not None and "mcnemar" in lam0:
+        delta, test = lam0["delta_test_accuracy"], lam0["mcnemar"]
+        same = test["p"] >= 0.05
+        out.append(f"- λ = 0 control ({'holds' if same else 'FAILED'}): "
+                   f"{100 * delta[0]:+.2f} points against the baseline, McNemar p = "
+                   f"{test['p']:.3g} on the pooled test images"
+                   + ("" if same else " — the kd stage's extra epochs alone changed the "
+                      "student, so gains of the kd methods must be read against this row, "
+                      "not against the baseline"))
+    if shuffled is not None and "mcnemar" in shuffled:
+        delta, test = shuffled["delta_test_accuracy"], shuffled["mcnemar"]
+        beats = delta[0] > 0 and test["p"] < 0.05
+        out.append(f"- shuffled-teacher control ({'FAILED' if beats else 'holds'}): "
+                   f"{100 * delta[0]:+.2f} points against the baseline (McNemar p = "
+                   f"{test['p']:.3g})" + (" — a misaligned teacher helped: suspect the "
+                                          "cache's alignment with the batches" if beats else
+                                          "; the teacher's term acts, and only with the right "
+                                          "images"))
+    return out
+
+
 def render(table, *, seeds, methods, scale_name, seconds, command, load) -> str:
     """The Markdown report."""
     import keras
@@ -251,6 +276,7 @@ def render(table, *, seeds, methods, scale_name, seconds, command, load) -> str:
         out.append(f"\n## Regime `{regime}`\n")
         teacher = next(iter(rows.values()))["teacher_test_accuracy"]
         out.append(f"Teacher (full faces) test accuracy: {100 * teacher:.2f}% (mean).\n")
+        out.extend(verdicts(rows) + [""])
         best = chosen_on_validation(rows)
         if best:
             out.append("Best on validation (controls excluded): " + ", ".join(
@@ -310,6 +336,7 @@ def main(argv):
     output = Path(FLAGS.output)
     write_json(output.with_suffix(".json"), {
         "command": command, "seconds": seconds, "table": table,
+        "load": [load_start, os.getloadavg()[0]],
         "chosen_on_validation": {r: chosen_on_validation(rows) for r, rows in table.items()}})
     write_text(output, text)
     print(text)

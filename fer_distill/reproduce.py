@@ -132,7 +132,7 @@ PAPER = Preset(
 #   the kd rate as in the paper. The kd temperature / tau^2 and the triplet reduction are the
 #   ones the known-answer benchmark chose on VALIDATION accuracy (DEMO_CHOICE below).
 _BASE = {"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001, "lr_patience": 4}
-DEMO_CHOICE = {"kd": {"temperature": 1.0, "temperature_squared": False},
+DEMO_CHOICE = {"kd": {"temperature": 20.0, "temperature_squared": False},
                "triplet": {"triplet_reduction": "mean"}}
 DEMO = Preset(
     name="demo",
