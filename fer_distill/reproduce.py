@@ -429,6 +429,11 @@ class Reproduction:
         if config.dataset == "demo":
             lines.append(f"== demo regime {config.preset.demo_regime!r}; settings: "
                          f"{config.preset.description}")
+            if config.preset is DEMO:
+                lines.append("== what to expect: on this data the known-answer benchmark "
+                             "(KNOWN_ANSWER.md, 3 seeds) measured NO significant gain from "
+                             "distillation; read the report's Transfer section for whether "
+                             "each student moved toward its teacher")
         if config.from_matconvnet:
             lines.append("== MatConvNet path: the teacher and student are converted from "
                          f"{config.from_matconvnet_teacher} and {config.from_matconvnet_student};"
