@@ -28,11 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
-
-from experiments import cli
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # why: see experiments/reproduce.py
+
+from absl import app, flags  # noqa: E402
+
+from experiments import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 _ANY = {"allow_override": True}  # docs/DESIGN.md, "Binaries"

@@ -43,20 +43,21 @@ from __future__ import annotations
 import os
 import typing
 
-from absl import app, flags
-
-from experiments import cli
-
 # why: this is the README's first command; TensorFlow's C++ INFO and WARNING logs would bury
-# the progress (errors still show; a few start-up lines are printed before TensorFlow reads
-# this setting). Set before TensorFlow is imported.
+# the progress (errors still show). Set before anything imports TensorFlow (experiments.cli
+# does, through fer_distill).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from experiments import cli  # noqa: E402
+from fer_distill.train.config import ARCHITECTURES  # noqa: E402
 
 FLAGS = flags.FLAGS
 _ANY = {"allow_override": True}  # docs/DESIGN.md, "Binaries"
 flags.DEFINE_enum("dataset", None, ["ferplus", "affectnet", "demo"],
                   "Data set (default: demo, when no --raw/--data is given).", **_ANY)
-flags.DEFINE_enum("arch", None, ["vgg_f", "vgg_face", "mini"],
+flags.DEFINE_enum("arch", None, list(ARCHITECTURES),
                   "Architecture of teacher and students (default: mini for the demo).", **_ANY)
 flags.DEFINE_string("raw", None, "The raw release to prepare (ferplus, affectnet).", **_ANY)
 flags.DEFINE_string("data", None, "An already prepared data set (instead of --raw).", **_ANY)

@@ -103,9 +103,17 @@ class Predictor:
         else:
             raise ValueError(f"precision must be one of {precisions.PRECISIONS} or 'auto', "
                              f"got {precision!r}")
+        metadata = {**ServingModule(servable).metadata_dict, "precision": record}
+        return cls.from_runner(run, metadata, owner=run)
+
+    @classmethod
+    def from_runner(cls, run, metadata: dict, owner=None) -> "Predictor":
+        """A Predictor around `run` (uint8 RGB images (N, H, W, 3) -> dict of NumPy arrays
+        with "class_id"): it adds "class_name" from `metadata["class_names"]` and serves
+        encoded crops one by one (a runner takes one image size per call, as the SavedModel's
+        serving_default resizes each crop on its own)."""
         import tensorflow as tf
 
-        metadata = {**ServingModule(servable).metadata_dict, "precision": record}
         names = np.asarray(metadata["class_names"], dtype=object)
 
         def predict_images(images):
@@ -121,7 +129,7 @@ class Predictor:
             return {key: tf.constant(np.concatenate([p[key] for p in parts]))
                     for key in parts[0]}
 
-        return cls(predict_images, serve_encoded, metadata, run)
+        return cls(predict_images, serve_encoded, metadata, owner)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, view: str | None = None,

@@ -216,22 +216,4 @@ def load_predictor(path: str | os.PathLike, *, num_threads: int | None = None):
         raise FileNotFoundError(f"{path}: no {MODEL_FILE}")
     model = TFLiteModel(model_file.read_bytes(), num_threads=num_threads,
                         source=str(model_file))
-    names = np.asarray(metadata["class_names"], dtype=object)
-
-    def predict_images(images):
-        out = model(np.asarray(images))
-        out["class_name"] = names[np.asarray(out["class_id"], dtype=np.int64)].astype(bytes)
-        return {key: tf.constant(value) for key, value in out.items()}
-
-    def serve_encoded(image_bytes):
-        # why one call per crop: the file's graph takes one size per batch; crops of mixed
-        # sizes (a detector's boxes) are decoded and run one by one, as the SavedModel's
-        # serving_default resizes each on its own.
-        parts = []
-        for encoded in np.asarray(image_bytes).reshape(-1):
-            image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
-            parts.append({k: v.numpy() for k, v in predict_images(image[None]).items()})
-        return {key: tf.constant(np.concatenate([p[key] for p in parts]))
-                for key in parts[0]}
-
-    return Predictor(predict_images, serve_encoded, metadata, owner=model)
+    return Predictor.from_runner(model, metadata, owner=model)

@@ -44,9 +44,9 @@ def test_method_constants_and_views():
     assert (config.svm_c, config.svm_standardize) == (1.0, False)
     assert {s: _config(s).view for s in STAGE_VIEWS} == STAGE_VIEWS
     assert STAGE_VIEWS["teacher"] == "full" and STAGE_VIEWS["eyes"] == "upper_half_visible"
-    assert set(BATCH_SIZES) == {"vgg_f", "vgg_face", "mini"}
+    assert set(BATCH_SIZES) == {"vgg_f", "vgg_face", "mini", "resnet50"}
     assert all(SCHEDULES[(s, a)] for s in ("teacher", "student", "eyes", "kd", "triplet")
-               for a in ("vgg_f", "vgg_face", "mini"))
+               for a in ("vgg_f", "vgg_face", "mini", "resnet50"))
     assert paper_defaults("fuse", "vgg_f") == {"svm_c": 1.0, "svm_standardize": False}
 
 
