@@ -11,7 +11,7 @@ Usage:
   python -m experiments.benchmark --combine=old/benchmarks.json,new/benchmarks.json \
       --output_dir=.                          # one report from separate runs' parts
 
-Measures, in one run, each part in a fresh process (fer_distill/benchmark.py says what and
+Measures, in one run, each part in a fresh process (experiments/benchmark_lib.py says what and
 how): the float32 matmul rate (the yardstick, at the start and the end), inference of VGG-f and
 VGG-face through Keras, the SavedModel and the TFLite exports (latency, throughput, agreement
 with float32 on the demo test set), training steps (plain, KD cached/live, triplet), triplet
@@ -61,7 +61,7 @@ flags.DEFINE_string("shared_note", None, "What else ran on the machine during th
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from fer_distill import benchmark
+    from experiments import benchmark_lib as benchmark
 
     if FLAGS.combine:
         # why not sys.argv: the notes are printed under the tables already

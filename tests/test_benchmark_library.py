@@ -1,4 +1,4 @@
-"""fer_distill/benchmark.py: the reference loop, the FLOP count, the timing order, and the
+"""experiments/benchmark_lib.py: the reference loop, the FLOP count, the timing order, and the
 summary's ratios and target verdicts on hand-made numbers (no speed is asserted anywhere).
 
 Named _library because tests/experiments/test_benchmark.py tests the binary, and two test
@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fer_distill import benchmark
+from experiments import benchmark_lib as benchmark
 from fer_distill.distill.mining import mine_triplets
 
 

@@ -12,7 +12,7 @@ from absl import app, flags
 from absl.testing import flagsaver
 
 from experiments import benchmark as binary
-from fer_distill import benchmark
+from experiments import benchmark_lib as benchmark
 
 
 

@@ -670,7 +670,7 @@ def _synthetic_prepared(path: Path, n: int, shape, seed: int):
 
     rng = np.random.default_rng(seed)
     with PreparedWriter(path, dataset="ferplus" if shape[-1] == 1 else "affectnet",
-                        image_shape=shape, source={"generator": "fer_distill.benchmark"}) as w:
+                        image_shape=shape, source={"generator": "experiments.benchmark_lib"}) as w:
         for split, count in (("train", n), ("validation", 8), ("test", 8)):
             images = w.new_images(split, count)
             for start in range(0, count, 1024):  # chunks: never the whole split in RAM twice
@@ -779,7 +779,7 @@ def run_part(part: str, s: Settings, scratch: Path, tag: str | None = None) -> d
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    code = "import sys; from fer_distill.benchmark import _child_main; _child_main(sys.argv[1:])"
+    code = "import sys; from experiments.benchmark_lib import _child_main; _child_main(sys.argv[1:])"
     proc = subprocess.run([sys.executable, "-c", code, str(request), str(result)], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0 or not result.is_file():
