@@ -66,6 +66,8 @@ METHODS = {
                      "eq. 3 averaged over the batch (λ = 0.5)"),
 }
 CONTROLS = ("kd_lambda0", "kd_shuffled")
+TABLE_HEADER = ("| method | what | val acc | test acc | Δ test acc (p) | test KL | Δ KL (p) "
+                "| test agreement | McNemar b/c, p |", "|---|---|---|---|---|---|---|---|---|")
 PRETRAIN_SEED = 1000  # data and initialisation of the shared pretrained network
 
 
@@ -266,10 +268,7 @@ def render(table, *, seeds, methods, scale_name, seconds, command, load) -> str:
         "Accuracy in %, mean ± sd over seeds; KL(teacher ‖ model) in nats and top-1 agreement "
         "with the teacher (teacher on full faces, model on lower halves); Δ against the "
         "baseline with the paired t-test's p over seeds; McNemar: exact test on the test images "
-        "of all seeds pooled (b = baseline right / method wrong, c = the reverse).", "",
-        "| method | what | val acc | test acc | Δ test acc (p) | test KL | Δ KL (p) "
-        "| test agreement | McNemar b/c, p |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "of all seeds pooled (b = baseline right / method wrong, c = the reverse).",
     ]
     out = []
     for regime, rows in table.items():
@@ -281,7 +280,7 @@ def render(table, *, seeds, methods, scale_name, seconds, command, load) -> str:
         if best:
             out.append("Best on validation (controls excluded): " + ", ".join(
                 f"{family} `{m}`" for family, m in best.items()) + ".\n")
-        out.extend(lines[-2:])
+        out.extend(TABLE_HEADER)
         for method in methods:
             row = rows[method]
             delta = row.get("delta_test_accuracy")
@@ -296,20 +295,15 @@ def render(table, *, seeds, methods, scale_name, seconds, command, load) -> str:
                 "-" if dkl is None else f"{dkl[0]:+.3f} (p = {dkl[2]:.3g})",
                 _pm(row["test_agreement"], 100.0, 1),
                 "-" if mc is None else f"{mc['b']}/{mc['c']}, p = {mc['p']:.3g}"]) + " |")
-    return "\n".join(lines[:-3] + out) + "\n"
+    return "\n".join(lines + out) + "\n"
 
 
 def _cpu() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((l.split(":", 1)[1].strip() for l in text.splitlines()
-                 if l.startswith("model name")), "unknown CPU")
-    flags_line = next((l for l in text.splitlines() if l.startswith("flags")), "")
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    present = [f for f in wanted if f" {f}" in flags_line]
-    return f"{name} ({os.cpu_count()} cores; {', '.join(present) or 'no AVX2'})"
+    """The machine line: the benchmark's own description of the CPU (`benchmark_lib.machine`)."""
+    from experiments.benchmark_lib import machine
+
+    m = machine()
+    return f"{m['cpu']} ({m['cores']} cores; {', '.join(m['cpu_features']) or 'no AVX2'})"
 
 
 def main(argv):
