@@ -42,7 +42,11 @@ flags.DEFINE_string("output", "KNOWN_ANSWER.md", "The Markdown report (and its .
 flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 (data and training).", **_ANY)
 flags.DEFINE_list("regimes", ["privileged", "control"], "Demo regimes.", **_ANY)
 flags.DEFINE_list("methods", None, "Methods (default: all).", **_ANY)
-flags.DEFINE_bool("quick", False, "Tiny sizes and epochs (the test suite's smoke run).", **_ANY)
+flags.DEFINE_enum("scale", "full", ["full", "scarce", "quick"],
+                  "full: 2,400 training faces; scarce: 800 (the same schedules: where generalised "
+                  "distillation says a teacher helps most); quick: tiny sizes and epochs (the test "
+                  "suite's smoke run).", **_ANY)
+flags.DEFINE_bool("quick", False, "Same as --scale=quick.", **_ANY)
 flags.DEFINE_bool("deterministic", True, "TensorFlow op determinism in every run.", **_ANY)
 
 # name: (stage, TrainConfig fields, what it is). Every kd/triplet method starts from the
@@ -67,7 +71,8 @@ METHODS = {
 }
 CONTROLS = ("kd_lambda0", "kd_shuffled")
 TABLE_HEADER = ("| method | what | val acc | test acc | Δ test acc (p) | test KL | Δ KL (p) "
-                "| test agreement | McNemar b/c, p |", "|---|---|---|---|---|---|---|---|---|")
+                "| test agreement | McNemar b/c, p | Δ test acc vs λ = 0 (p) |",
+                "|---|---|---|---|---|---|---|---|---|---|")
 PRETRAIN_SEED = 1000  # data and initialisation of the shared pretrained network
 
 
@@ -89,6 +94,9 @@ FULL = Scale(
     # 1e-5 vs 1e-3); the same ratio here
     triplet={"epochs": 5, "learning_rate": 0.00001, "min_learning_rate": 0.00001},
 )
+# Scarce data: a third of FULL's training faces, everything else the same.
+SCARCE = dataclasses.replace(FULL, sizes={"train": 800, "validation": 400, "test": 600})
+SCALES = {"full": FULL, "scarce": SCARCE}
 QUICK = Scale(
     sizes={"train": 96, "validation": 32, "test": 32},
     base={"epochs": 1, "learning_rate": 0.01, "steps_per_epoch": 2},
@@ -206,6 +214,16 @@ def _stats(results):
                                       index_a=pooled(base, "index"),
                                       index_b=pooled(records, "index"))
                 row["mcnemar"] = {"b": result.b, "c": result.c, "p": result.pvalue}
+            lam0 = by_method.get("kd_lambda0")
+            if lam0 is not None and method not in ("baseline", "kd_lambda0"):
+                # the distillation effect proper: the same stage and epochs without a teacher
+                ours = np.array([r["test"]["accuracy"] for r in records])
+                theirs = np.array([r["test"]["accuracy"] for r in lam0])
+                diff = ours - theirs
+                p = (float(stats.ttest_rel(ours, theirs).pvalue)
+                     if len(diff) > 1 and diff.std() > 0 else float("nan"))
+                row["delta_vs_lambda0_test_accuracy"] = (
+                    float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0, p)
             table[regime][method] = row
     return table
 
@@ -268,7 +286,11 @@ def render(table, *, seeds, methods, scale_name, seconds, command, load) -> str:
         "Accuracy in %, mean ± sd over seeds; KL(teacher ‖ model) in nats and top-1 agreement "
         "with the teacher (teacher on full faces, model on lower halves); Δ against the "
         "baseline with the paired t-test's p over seeds; McNemar: exact test on the test images "
-        "of all seeds pooled (b = baseline right / method wrong, c = the reverse).",
+        "of all seeds pooled (b = baseline right / method wrong, c = the reverse); Δ vs λ = 0: "
+        "against the kd stage run for the same epochs without a teacher, the teacher's own "
+        "share of any gain (paired t-test over seeds). A run directory that already holds a "
+        "finished run with the same settings is reported, not trained again (fer_distill.train."
+        "run), so a rerun into the same --workdir adds only the methods it has not run yet.",
     ]
     out = []
     for regime, rows in table.items():
@@ -286,6 +308,7 @@ def render(table, *, seeds, methods, scale_name, seconds, command, load) -> str:
             delta = row.get("delta_test_accuracy")
             dkl = row.get("delta_test_kl")
             mc = row.get("mcnemar")
+            vs0 = row.get("delta_vs_lambda0_test_accuracy")
             out.append("| " + " | ".join([
                 f"`{method}`", METHODS[method][2], _pm(row["validation_accuracy"]),
                 _pm(row["test_accuracy"]),
@@ -294,7 +317,9 @@ def render(table, *, seeds, methods, scale_name, seconds, command, load) -> str:
                 _pm(row["test_kl"], 1.0, 3),
                 "-" if dkl is None else f"{dkl[0]:+.3f} (p = {dkl[2]:.3g})",
                 _pm(row["test_agreement"], 100.0, 1),
-                "-" if mc is None else f"{mc['b']}/{mc['c']}, p = {mc['p']:.3g}"]) + " |")
+                "-" if mc is None else f"{mc['b']}/{mc['c']}, p = {mc['p']:.3g}",
+                "-" if vs0 is None else f"{100 * vs0[0]:+.2f} ± {100 * vs0[1]:.2f} "
+                                        f"(p = {vs0[2]:.3g})"]) + " |")
     return "\n".join(lines + out) + "\n"
 
 
@@ -316,7 +341,8 @@ def main(argv):
         raise app.UsageError(f"unknown methods {unknown}; known: {list(METHODS)}")
     if "baseline" not in methods:
         methods = ["baseline", *methods]
-    scale = QUICK if FLAGS.quick else FULL
+    scale_name = "quick" if FLAGS.quick else FLAGS.scale
+    scale = {**SCALES, "quick": QUICK}[scale_name]
     started = time.monotonic()
     load_start = os.getloadavg()[0]
     results = run_benchmark(FLAGS.workdir, seeds=FLAGS.seeds, regimes=FLAGS.regimes,
@@ -325,7 +351,7 @@ def main(argv):
     seconds = time.monotonic() - started
     command = " ".join(["python -m experiments.known_answer", *sys.argv[1:]])
     text = render(table, seeds=FLAGS.seeds, methods=methods,
-                  scale_name="quick" if FLAGS.quick else "full", seconds=seconds,
+                  scale_name=scale_name, seconds=seconds,
                   command=command, load=(load_start, os.getloadavg()[0]))
     output = Path(FLAGS.output)
     write_json(output.with_suffix(".json"), {
