@@ -62,8 +62,8 @@ METHODS = {
     "kd_t1": ("kd", {"temperature": 1.0}, "τ = 1 (τ² = 1: the same either way)"),
     "rkd": ("rkd", {}, "ours, not in the paper: CE + RKD (Park et al. 2019; λ = 1, w_d = 25, "
             "w_a = 50) on the embeddings"),
-    "hint": ("hint", {}, "ours, not in the paper: CE + FitNets hint (λ = 1) on the positions "
-             "the student sees"),
+    "hint": ("hint", {}, "ours, not in the paper: CE + FitNets hint (λ = 0.01) on the "
+             "positions the student sees"),
     "triplet_sum": ("triplet", {"triplet_reduction": "sum"},
                     "eq. 3 summed over the batch, as printed (λ = 0.5)"),
     "triplet_mean": ("triplet", {"triplet_reduction": "mean"},
