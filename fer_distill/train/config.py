@@ -46,8 +46,9 @@ Where the paper is silent, chosen here and why:
 - `rkd` and `hint` (ours, not in the paper; fer_distill.distill.rkd, .hint): our choice, both
   scheduled like the kd stage of the same network (epochs, rates, plateau rule, batch), since
   like kd they continue the student baseline with a CE term plus a teacher term, with kd's
-  weight decay too (so that only the teacher's term differs). RKD: λ = 1 with the paper's image-classification
-  weights w_d = 25, w_a = 50 (Park et al. 2019, section 4.2), on the embedding E. Hint: on
+  weight decay too (so that only the teacher's term differs). RKD: λ = 1 with the paper's
+  image-classification weights w_d = 25, w_a = 50 (Park et al. 2019, section 4.2), on the
+  embedding E. Hint: on
   the last conv block before pooling (fer_distill.distill.hint.HINT_LAYERS), always with a
   live teacher (a cache of VGG conv maps would be GBs). λ for both was chosen on VALIDATION
   accuracy in the known-answer benchmark (mini, 3 seeds): RKD 1 over 0.1; hint 0.01 over 0.1

@@ -9,8 +9,8 @@ from fer_distill.train import run
 
 
 @pytest.mark.parametrize("stage,terms,extra", [
-    ("rkd", ("rkd_ce", "rkd_dist", "rkd_angle"), {}),
-    ("hint", ("hint_ce", "hint"), {"hint_lambda": 0.01}),
+    ("rkd", ("rkd_ce", "rkd_dist", "rkd_angle"), {}),  # cached teacher embeddings
+    ("hint", ("hint_ce", "hint"), {"teacher_mode": "live"}),
 ])
 def test_stage_trains_and_writes_a_plain_student(trained_runs, mini_config, tmp_path, stage,
                                                  terms, extra):
