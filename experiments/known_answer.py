@@ -64,6 +64,10 @@ METHODS = {
     "kd_t4": ("kd", {"temperature": 4.0}, "τ = 4, no τ²"),
     "kd_t4_sq": ("kd", {"temperature": 4.0, "temperature_squared": True}, "τ = 4 with τ²"),
     "kd_t1": ("kd", {"temperature": 1.0}, "τ = 1 (τ² = 1: the same either way)"),
+    "rkd": ("rkd", {}, "ours, not in the paper: CE + RKD (Park et al. 2019; λ = 1, w_d = 25, "
+            "w_a = 50) on the embeddings"),
+    "hint": ("hint", {}, "ours, not in the paper: CE + FitNets hint (λ = 0.01) on the "
+             "positions the student sees"),
     "triplet_sum": ("triplet", {"triplet_reduction": "sum"},
                     "eq. 3 summed over the batch, as printed (λ = 0.5)"),
     "triplet_mean": ("triplet", {"triplet_reduction": "mean"},
@@ -108,7 +112,9 @@ QUICK = Scale(
 def _train(stage, data, workdir, seed, scale, deterministic, **fields):
     from fer_distill.train import TrainConfig, run
 
-    schedule = {"kd": scale.kd, "triplet": scale.triplet}.get(stage, scale.base)
+    # rkd and hint (ours) are scheduled like kd, as in fer_distill.train.config
+    schedule = {"kd": scale.kd, "rkd": scale.kd, "hint": scale.kd,
+                "triplet": scale.triplet}.get(stage, scale.base)
     config = TrainConfig(stage=stage, arch="mini", data=str(data), workdir=str(workdir),
                          image_size=32, batch_size=32, seed=seed, verbose=0,
                          deterministic=deterministic, **{**schedule, **fields})

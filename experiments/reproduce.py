@@ -26,7 +26,9 @@ Stages: prepare, teacher, student, eyes, kd, triplet, fuse, evaluate (every run 
 the teacher on all three), figure (the paper's Figure 3: Grad-CAM of the fused model), report. Run the same command again after an interruption: finished
 stages (metrics.json) are skipped, an interrupted one resumes from its last epoch; a finished
 run with other settings stops the command rather than being reported as this one. --stages
-runs a subset.
+runs a subset. Two distillers beyond the paper (ours) run only when named, after the others:
+
+  python -m experiments.reproduce --dataset=demo --arch=mini --stages=rkd,hint,evaluate,report
 
 Reads: --raw (or a prepared --data), --pretrained / --from_matconvnet_*.
 Writes into --workdir: data/prepared/<dataset>/, runs/<dataset>/<arch>/<stage>/ (one run
@@ -85,7 +87,8 @@ flags.DEFINE_enum("mcnemar", "exact", ["exact", "chi2"],
 flags.DEFINE_integer("eval_batch_size", None, "Images per forward pass when evaluating.",
                      **_ANY)
 flags.DEFINE_list("stages", None, "Only these stages (prepare, teacher, student, eyes, kd, "
-                  "triplet, fuse, evaluate, figure, report).", **_ANY)
+                  "triplet, fuse, evaluate, figure, report; and rkd, hint, the distillers "
+                  "beyond the paper, run only when named here).", **_ANY)
 flags.DEFINE_enum("layout", "auto", ["auto", "png", "csv"], "FER+ raw layout.", **_ANY)
 flags.DEFINE_string("fer2013_csv", None, "FER+: fer2013.csv, when it is not inside --raw.",
                     **_ANY)

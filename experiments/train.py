@@ -9,6 +9,9 @@ Usage (from the repository root; every row of Table I has a flagfile in experime
   python -m experiments.train --flagfile=experiments/configs/ferplus_vgg_face_kd.flags
   python -m experiments.train --flagfile=experiments/configs/ferplus_vgg_face_triplet.flags
   python -m experiments.train --flagfile=experiments/configs/ferplus_vgg_face_fuse.flags
+  # ours, beyond the paper: relational KD and a view-masked FitNets hint
+  python -m experiments.train --flagfile=experiments/configs/ferplus_vgg_face_rkd.flags
+  python -m experiments.train --flagfile=experiments/configs/ferplus_vgg_face_hint.flags
 
   # or any stage by hand; unset hyper-parameters take the paper's values for (stage, arch):
   python -m experiments.train --stage=kd --arch=vgg_face --data=data/prepared/ferplus \\
@@ -53,6 +56,8 @@ or --strategy=multi_worker (TF_CONFIG on every worker); --batch_size is the glob
 """
 from __future__ import annotations
 
+
+import dataclasses
 
 from absl import app, flags
 
@@ -132,6 +137,19 @@ flags.DEFINE_enum("triplet_reduction", "sum", ["sum", "mean"],
 flags.DEFINE_float("mining_fraction", 0.1,
                    "triplet: the per-epoch random subset mined against (paper: a tenth).", **_ANY)
 flags.DEFINE_integer("mining_chunk_size", 1024, "triplet: anchors per distance matmul.", **_ANY)
+# rkd and hint (ours, beyond the paper); the defaults are TrainConfig's own, read from it.
+_OURS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+flags.DEFINE_float("rkd_lambda", _OURS["rkd_lambda"],
+                   "rkd (ours): λ of CE + λ·(w_d·L_dist + w_a·L_angle).", **_ANY)
+flags.DEFINE_float("rkd_distance_weight", _OURS["rkd_distance_weight"],
+                   "rkd (ours): w_d (Park et al. 2019, section 4.2: 25).", **_ANY)
+flags.DEFINE_float("rkd_angle_weight", _OURS["rkd_angle_weight"],
+                   "rkd (ours): w_a (Park et al. 2019, section 4.2: 50).", **_ANY)
+flags.DEFINE_float("hint_lambda", _OURS["hint_lambda"],
+                   "hint (ours): λ of CE + λ·(hint L2 over the visible positions).", **_ANY)
+flags.DEFINE_string("hint_layer", _OURS["hint_layer"],
+                    "hint (ours): the layer hinted in both networks (default per architecture: "
+                    "relu5 vgg_f, relu5_3 vgg_face, res5c_relu resnet50, relu2 mini).", **_ANY)
 flags.DEFINE_float("svm_c", 1.0, "fuse: C of the linear SVM (paper: 1).", **_ANY)
 flags.DEFINE_boolean("svm_standardize", False,
                      "fuse: standardise the embeddings first (paper: not said; off).", **_ANY)

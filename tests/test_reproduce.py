@@ -76,7 +76,7 @@ def test_stages_run_in_order_into_the_documented_layout(pipeline):
     for view, short in (("lower_half_visible", "lower"), ("upper_half_visible", "upper")):
         assert (runs / "teacher" / "evaluation" / f"test_{view}.json").is_file()
         assert (workdir / "flags" / f"demo_mini_teacher_on_{short}.flags").is_file()
-    assert list(pipeline["second"]) == list(rp.STAGES)
+    assert list(pipeline["second"]) == list(rp.DEFAULT_STAGES)  # ours (rkd, hint): on request
     for name in ("table_i.md", "table_i.csv", "table_i.json"):
         assert (workdir / "report" / name).is_file()
     # Figure 3 of the fused model, one test face per class
@@ -246,6 +246,17 @@ def test_a_new_starting_rate_keeps_the_presets_floor_ratio(tmp_path):
     assert (teacher.learning_rate, teacher.min_learning_rate) == (0.02, pytest.approx(0.0002))
     assert (kd.learning_rate, kd.min_learning_rate) == (0.02, 0.0001)
     assert teacher.epochs == rp.DEMO.settings("teacher")["epochs"]
+
+
+def test_our_distillers_are_optional_stages_wired_like_kd(tmp_path):
+    assert not set(rp.OPTIONAL_STAGES) & set(rp.DEFAULT_STAGES)
+    reproduction = rp.Reproduction(rp.ReproduceConfig(workdir=str(tmp_path), preset=rp.DEMO,
+                                                      stages=("rkd", "hint", "report")))
+    kd = reproduction.train_config("kd")
+    for stage in rp.OPTIONAL_STAGES:
+        config = reproduction.train_config(stage)
+        assert (config.stage, config.init, config.teacher) == (stage, kd.init, kd.teacher)
+        assert (config.epochs, config.learning_rate) == (kd.epochs, kd.learning_rate)
 
 
 def test_train_flagfile_lists_wiring_and_non_defaults_only():

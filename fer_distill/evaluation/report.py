@@ -76,7 +76,12 @@ LITERATURE = "literature"
 # "pretrained": a demo reproduction's stand-in for a pretrained file (fer_distill.reproduce).
 _SKIP_DIRS = {"checkpoints", "logs", "cache", "predictions", "fusion", "pretrained"}
 # Rows whose model is a student of the teacher row: the transfer section compares them with it.
-TRANSFER_STAGES = ("student", "eyes", "kd", "triplet", "fuse")
+TRANSFER_STAGES = ("student", "eyes", "kd", "triplet", "fuse", "rkd", "hint")
+# Distillers beyond the paper (ours, fer_distill.train.distillers): extra rows after each
+# network's fusion row, shown only where a run exists, with † (McNemar against the same
+# baseline) and transfer like the paper's distilled rows, and no paper number.
+EXTRA_ROWS = {"rkd": "relational KD, Park et al. 2019; ours, not in the paper",
+              "hint": "view-masked FitNets hint; ours, not in the paper"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,7 +411,7 @@ def _cell(paper_row: pt.PaperRow, paper_dataset: str | None, dataset: str, arch:
                 where=f"{teacher.predictions} vs {m.predictions}")
         except ValueError as error:
             cell["note"] = f"no transfer diagnostics: {error}"
-    if paper_row.stage in pt.DISTILLED_STAGES:
+    if paper_row.stage in pt.DISTILLED_STAGES + tuple(EXTRA_ROWS):
         baseline = chosen.get((dataset, arch, "student", "lower_half_visible"))
         if baseline is None:
             cell["note"] = "no † test: the student baseline [1] has no result"
@@ -425,6 +430,26 @@ def _cell(paper_row: pt.PaperRow, paper_dataset: str | None, dataset: str, arch:
     return cell
 
 
+def _with_extra_rows(paper: pt.PaperTable) -> list[pt.PaperRow]:
+    """The paper's rows with ours (EXTRA_ROWS) after each network's fusion row."""
+    rows = []
+    for row in paper.rows:
+        rows.append(row)
+        if row.stage == "fuse":
+            base = row.label.split(" (")[0]
+            rows += [dataclasses.replace(
+                row, key=pt.row_key(row.arch, stage, row.view), label=f"{base} ({what})",
+                stage=stage, accuracy={d: None for d in paper.datasets},
+                dagger={d: False for d in paper.datasets}, note="ours, not in the paper")
+                for stage, what in EXTRA_ROWS.items()]
+    return rows
+
+
+def _shown(row: pt.PaperRow, cells: Mapping[str, dict]) -> bool:
+    """Our extra rows appear only where something was run for them."""
+    return row.stage not in EXTRA_ROWS or any(c["status"] != NOT_RUN for c in cells.values())
+
+
 def _tables(paper: pt.PaperTable, chosen, incomplete, finished, config) -> list[dict]:
     groups = sorted({(d, a) for d, a, _ in set(finished) | set(incomplete)}
                     | {(k[0], k[1]) for k in chosen})
@@ -433,20 +458,23 @@ def _tables(paper: pt.PaperTable, chosen, incomplete, finished, config) -> list[
     tables = []
     if paper_groups or not other_groups:
         rows = []
-        for row in paper.rows:
+        for row in _with_extra_rows(paper):
             cells = {ds: _cell(row, ds, ds, row.arch, chosen, incomplete, finished, config)
                      for ds in paper.datasets}
-            rows.append(_row(row, row.label, cells))
+            if _shown(row, cells):
+                rows.append(_row(row, row.label, cells))
         tables.append({"id": "paper", "title": "Table I", "datasets": list(paper.datasets),
                        "synthetic": False, "stand_in": None, "rows": rows})
     for dataset, arch in other_groups:
         paper_arch = arch if arch in pt.ARCHS else STAND_IN_ARCHS.get(arch, "vgg_f")
         paper_dataset = dataset if dataset in pt.DATASETS else STAND_IN_DATASETS.get(dataset)
         rows = []
-        for row in paper.rows:
+        for row in _with_extra_rows(paper):
             if row.kind == "literature" or row.arch != paper_arch:
                 continue
             cell = _cell(row, paper_dataset, dataset, arch, chosen, incomplete, finished, config)
+            if not _shown(row, {dataset: cell}):
+                continue
             rows.append(_row(row, _display_label(row.label, paper_arch, arch), {dataset: cell},
                              key=pt.row_key(arch, row.stage, row.view)))
         tables.append({

@@ -11,6 +11,8 @@ everything. Stages and the view each one's model sees at test time:
     kd       lower_half_visible   eqs. 1-2, from the student, teacher frozen
     triplet  lower_half_visible   eqs. 3-4, from the student, teacher frozen
     fuse     lower_half_visible   linear SVM (C = 1) on [E_KD ; E_triplet]
+    rkd      lower_half_visible   ours: CE + RKD (Park et al. 2019), from the student
+    hint     lower_half_visible   ours: CE + FitNets hint on visible positions, from the student
 
 Paper values (section IV-C, NOTES §1): SGD with momentum 0.9 everywhere; mini-batches of 64
 (VGG-face) and 512 (VGG-f) in every stage; KD 50 epochs at 1e-4 -> 1e-5 (VGG-face), 200 epochs
@@ -41,6 +43,17 @@ Where the paper is silent, chosen here and why:
   scratch on the synthetic demo set. Its triplet rate is tiny for the paper's reason: eq. 3 is
   a SUM over the batch of distances between two networks' embeddings, so its gradient is tens
   of times the CE's; on the demo, 1e-5 wrecks the student and 1e-7 improves it.
+- `rkd` and `hint` (ours, not in the paper; fer_distill.distill.rkd, .hint): our choice, both
+  scheduled like the kd stage of the same network (epochs, rates, plateau rule, batch), since
+  like kd they continue the student baseline with a CE term plus a teacher term, with kd's
+  weight decay too (so that only the teacher's term differs). RKD: λ = 1 with the paper's
+  image-classification weights w_d = 25, w_a = 50 (Park et al. 2019, section 4.2), on the
+  embedding E. Hint: on
+  the last conv block before pooling (fer_distill.distill.hint.HINT_LAYERS), always with a
+  live teacher (a cache of VGG conv maps would be GBs). λ for both was chosen on VALIDATION
+  accuracy in the known-answer benchmark (mini, 3 seeds): RKD 1 over 0.1; hint 0.01 over 0.1
+  and 1 (λ = 1 made the student significantly worse); untested on the VGG networks, whose
+  conv maps have another scale.
 """
 from __future__ import annotations
 
@@ -50,12 +63,14 @@ from typing import Any
 
 from fer_distill.atomic import read_json
 
-STAGES = ("teacher", "student", "eyes", "kd", "triplet", "fuse")
+STAGES = ("teacher", "student", "eyes", "kd", "triplet", "fuse", "rkd", "hint")
 ARCHITECTURES = ("vgg_f", "vgg_face", "mini", "resnet50")
 # Architectures that take any square input size (the VGG networks are 224x224 only).
 SIZED_ARCHITECTURES = ("mini", "resnet50")
 FINE_TUNING_STAGES = ("teacher", "student", "eyes")
-DISTILLATION_STAGES = ("kd", "triplet")
+DISTILLATION_STAGES = ("kd", "triplet", "rkd", "hint")
+# Distillers beyond the paper (ours): report rows and flagfiles mark them so.
+EXTRA_DISTILLATION_STAGES = ("rkd", "hint")
 
 # The view each stage's model expects at test time (DESIGN: config.json["view"]).
 STAGE_VIEWS = {
@@ -65,6 +80,8 @@ STAGE_VIEWS = {
     "kd": "lower_half_visible",
     "triplet": "lower_half_visible",
     "fuse": "lower_half_visible",
+    "rkd": "lower_half_visible",
+    "hint": "lower_half_visible",
 }
 
 # Paper: "64 images for VGG-face, 512 for VGG-f, the same in all training stages".
@@ -101,6 +118,9 @@ SCHEDULES = {
     ("kd", "mini"): (15, 3e-3, 3e-4),
     ("triplet", "mini"): (5, 1e-7, 1e-7),
 }
+# rkd and hint (ours): scheduled like kd for every architecture (module docstring).
+SCHEDULES.update({(stage, arch): SCHEDULES[("kd", arch)] for stage in ("rkd", "hint")
+                  for arch in ARCHITECTURES})
 
 # MatConvNet's cnn_train default. The paper ran the preliminary fine-tuning in MatConvNet with
 # "the same hyperparameters as Georgescu et al. [1]", and the standard T-S stage before it says
@@ -114,7 +134,8 @@ MATCONVNET_STAGES = ("teacher", "student", "eyes", "kd")
 
 def default_weight_decay(stage: str, arch: str) -> float:
     """The weight decay `resolved()` fills in (see MATCONVNET_WEIGHT_DECAY)."""
-    if arch != "mini" and stage in MATCONVNET_STAGES:
+    # rkd and hint (ours) take kd's decay, so that only the teacher's term differs from kd
+    if arch != "mini" and stage in MATCONVNET_STAGES + EXTRA_DISTILLATION_STAGES:
         return MATCONVNET_WEIGHT_DECAY
     return 0.0
 
@@ -182,6 +203,16 @@ class TrainConfig:
     triplet_reduction: str = "sum"  # eq. 3 sums over the batch; "mean" divides by it
     mining_fraction: float = 0.1  # the per-epoch random subset: one tenth
     mining_chunk_size: int = 1024
+
+    # rkd (ours; Park et al. 2019): CE + rkd_lambda * (w_d * L_dist + w_a * L_angle)
+    rkd_lambda: float = 1.0
+    rkd_distance_weight: float = 25.0  # w_d, Park et al. 2019 section 4.2
+    rkd_angle_weight: float = 50.0  # w_a, idem
+
+    # hint (ours; FitNets, Romero et al. 2015, masked by the student's view)
+    # chosen on validation accuracy among 1, 0.1, 0.01 in the known-answer benchmark (mini)
+    hint_lambda: float = 0.01
+    hint_layer: str | None = None  # None: fer_distill.distill.hint.HINT_LAYERS[arch]
 
     # fuse
     svm_c: float = 1.0
@@ -323,10 +354,17 @@ class TrainConfig:
         if not 0.0 < self.mining_fraction <= 1.0:
             raise ValueError(
                 f"config: mining_fraction must be in (0, 1], got {self.mining_fraction}")
+        for name in ("rkd_lambda", "rkd_distance_weight", "rkd_angle_weight", "hint_lambda"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"config: {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.shuffle_teacher and self.stage == "hint":
+            raise ValueError("config: shuffle_teacher permutes cached teacher outputs; the "
+                             "hint stage runs its teacher live")
         if not self.svm_c > 0:
             raise ValueError(f"config: svm_c must be > 0, got {self.svm_c}")
         needs = {
             "kd": ("init", "teacher"), "triplet": ("init", "teacher"),
+            "rkd": ("init", "teacher"), "hint": ("init", "teacher"),
             "fuse": ("kd_student", "triplet_student"),
         }.get(self.stage, ())
         for name in needs:
@@ -355,6 +393,10 @@ def paper_defaults(stage: str, arch: str) -> dict[str, Any]:
         keys += ("kd_lambda", "temperature", "temperature_squared")
     if stage == "triplet":
         keys += ("triplet_lambda", "margin", "triplet_reduction", "mining_fraction")
+    if stage == "rkd":
+        keys += ("rkd_lambda", "rkd_distance_weight", "rkd_angle_weight")
+    if stage == "hint":
+        keys += ("hint_lambda", "hint_layer")
     if stage == "fuse":
         keys = ("svm_c", "svm_standardize")
     return {k: getattr(resolved, k) for k in keys}

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from fer_distill.atomic import atomic_path, write_json
 from fer_distill.train import callbacks as cb
+from fer_distill.train import distillers
 from fer_distill.train import loop
 from fer_distill.train import networks as nets
 from fer_distill.train import rundir
@@ -217,6 +218,8 @@ def _write_environment(workdir: Path, environment: dict, *, resumed: bool) -> No
 def _stage_inputs(config: TrainConfig):
     """(pipeline views, occlusion, function batch -> (x, y)) for the stage's trainer."""
     stage = config.stage
+    if stage in distillers.STAGES:
+        return distillers.stage_inputs(config)
     if stage == "teacher":
         return ("full",), "lower_half_visible", lambda b: (b["full"], b["label"])
     if stage in ("student", "eyes", "triplet"):
@@ -250,6 +253,11 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
         trainer.compile(optimizer=optimizer,
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                         metrics=[accuracy], jit_compile=config.jit_compile)
+    elif config.stage in distillers.STAGES:  # ours, beyond the paper
+        trainer = distillers.build_trainer(config, prepared, loaded, rows, size, policy,
+                                           workdir, chief, shuffled=_shuffled)
+        trainer.compile(optimizer=optimizer, metrics=[accuracy],
+                        jit_compile=config.jit_compile)
     elif config.stage == "kd":
         trainer = _kd_trainer(config, prepared, loaded, rows, size, policy, workdir, chief)
         trainer.compile(optimizer=optimizer, metrics=[accuracy],

@@ -26,7 +26,7 @@ N = 100
 LABELS = np.arange(N, dtype=np.int32) % 8
 VIEW = {"teacher": "full", "student": "lower_half_visible", "eyes": "upper_half_visible",
         "kd": "lower_half_visible", "triplet": "lower_half_visible",
-        "fuse": "lower_half_visible"}
+        "fuse": "lower_half_visible", "rkd": "lower_half_visible", "hint": "lower_half_visible"}
 
 
 def wrong(label):
@@ -280,3 +280,29 @@ def test_bad_settings_are_named(tmp_path):
     with pytest.raises(ValueError, match="alpha"):
         rp.build_report(rp.ReportConfig(runs=str(tmp_path), alpha=1.5))
     assert math.isclose(rp.ReportConfig(runs="x").alpha, 0.05)
+
+
+def test_our_distillers_get_rows_marked_ours_with_mcnemar_and_transfer(tree):
+    # without runs, no row of ours is shown (the paper's table stays the paper's)
+    plain = rp.build_report(rp.ReportConfig(runs=str(tree)))
+    assert not any("/rkd/" in k or "/hint/" in k for k, _ in cells(plain))
+    write_run(tree, "ferplus_vgg_face_rkd", stage="rkd", correct=KD)
+    write_run(tree, "ferplus_vgg_face_hint", stage="hint", correct=FUSE)
+    report, markdown = rp.make_report(rp.ReportConfig(runs=str(tree)))
+    c = cells(report)
+    rkd, hint = c[("vgg_face/rkd/lower_half_visible", "ferplus")], \
+        c[("vgg_face/hint/lower_half_visible", "ferplus")]
+    assert (rkd["accuracy"], rkd["paper_accuracy"], rkd["dagger"]) == (71.0, None, True)
+    assert (rkd["mcnemar"]["b"], rkd["mcnemar"]["c"]) == (1, 12)  # against the baseline
+    assert (hint["mcnemar"]["b"], hint["mcnemar"]["c"], hint["dagger"]) == (12, 1, False)
+    assert rkd["transfer"] is not None and hint["transfer"] is not None
+    keys = [r["key"] for r in report["tables"][0]["rows"]]
+    at = keys.index("vgg_face/fuse/lower_half_visible")
+    assert keys[at + 1:at + 3] == ["vgg_face/rkd/lower_half_visible",
+                                   "vgg_face/hint/lower_half_visible"]
+    assert "ours, not in the paper" in markdown
+    line = next(l for l in markdown.splitlines() if l.startswith(
+        "| VGG-face (relational KD, Park et al. 2019; ours, not in the paper) | ◐ |"))
+    assert "| 71.00 † |" in line and "| not run |" in line  # no paper number, no affectnet
+    # the other data set's cell of our row says "not run", with no paper number
+    assert c[("vgg_face/rkd/lower_half_visible", "affectnet")]["status"] == "not run"

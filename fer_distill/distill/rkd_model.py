@@ -1,0 +1,132 @@
+"""Relational knowledge distillation between a full-view teacher and an occluded-view student
+(Park et al., CVPR 2019; `fer_distill.distill.rkd`), as a Keras model. Not in the paper.
+
+`RKDModel` wraps the student; `fit` trains it with
+
+    L(θ_S) = CE(y, N_S) + λ·(w_d·L_dist(S, T) + w_a·L_angle(S, T))
+
+where S are the student's embeddings E_S (relu7; ResNet-50's pool5) of the batch's OCCLUDED
+views and T the frozen teacher's embeddings E_T of the FULL views of the same images. Inputs
+are dicts as for `KDModel`: {"image": occluded (B, S, S, 3), "index": rows (B,), "full": full
+view, only in live mode}. The teacher's embeddings come from a table gathered by "index" (the
+teacher cache, `fer_distill.train.teacher_cache`, computed once) or from the live teacher.
+
+Only `compute_loss` is overridden (Keras' own step: XLA, metrics, loss scaling and
+`tf.distribute` as for any model). `call` returns the student's logits, which Keras' metrics
+read, and keeps the same forward pass's embeddings for `compute_loss` (one student pass a step).
+The loss terms are logged as `rkd_ce`, `rkd_dist` and `rkd_angle` (the last two weighted,
+λ·w_d·L_dist and λ·w_a·L_angle).
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from fer_distill.distill.rkd import ANGLE_WEIGHT, DISTANCE_WEIGHT, rkd_terms
+from fer_distill.models import embedding_model
+
+
+def _table(dim: int) -> tf.Variable:
+    # why a tf.Variable with an open first dimension: see kd_model._table.
+    return tf.Variable(tf.zeros([0, dim], tf.float32), trainable=False,
+                       shape=tf.TensorShape([None, dim]))
+
+
+class RKDModel(keras.Model):
+    """Trains `student` with CE + λ·RKD against a frozen `teacher`'s embeddings.
+
+    Args:
+      student: the classifier being trained.
+      teacher: the frozen teacher; needed in live mode, optional when tables are given.
+      lam, distance_weight, angle_weight: λ, w_d, w_a.
+      train_embeddings / eval_embeddings: (N, D_T) teacher embeddings of the training split
+        and of the validation split, row i = the image with "index" i.
+    """
+
+    def __init__(self, student: keras.Model, teacher: keras.Model | None = None, *,
+                 lam: float = 1.0, distance_weight: float = DISTANCE_WEIGHT,
+                 angle_weight: float = ANGLE_WEIGHT, train_embeddings=None,
+                 eval_embeddings=None, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("lam", lam), ("distance_weight", distance_weight),
+                            ("angle_weight", angle_weight)):
+            if not float(value) >= 0.0:
+                raise ValueError(f"RKDModel: {name} must be >= 0, got {value!r}")
+        self.student = student
+        self.embedder = embedding_model(student)
+        self.teacher = teacher
+        self.teacher_embedder = None
+        if teacher is not None:
+            teacher.trainable = False  # only θ_S is updated
+            self.teacher_embedder = embedding_model(teacher)
+        self.lam = float(lam)
+        self.distance_weight = float(distance_weight)
+        self.angle_weight = float(angle_weight)
+        dim = (int(self.teacher_embedder.output["embedding"].shape[-1]) if teacher is not None
+               else None)
+        given = train_embeddings if train_embeddings is not None else eval_embeddings
+        if given is not None:
+            dim = int(tf.convert_to_tensor(given).shape[-1])
+        self.teacher_dim = dim if dim is not None else int(
+            self.embedder.output["embedding"].shape[-1])
+        self.train_embeddings = _table(self.teacher_dim)
+        self.eval_embeddings = _table(self.teacher_dim)
+        self._has_table = {True: False, False: False}
+        self.set_embeddings(train=train_embeddings, eval=eval_embeddings)
+        self.ce_tracker = keras.metrics.Mean(name="rkd_ce")
+        self.dist_tracker = keras.metrics.Mean(name="rkd_dist")
+        self.angle_tracker = keras.metrics.Mean(name="rkd_angle")
+        self._step_embedding = None
+
+    def set_embeddings(self, *, train=None, eval=None) -> None:
+        """Sets the cached teacher embeddings for training and/or evaluation, (N, D_T) each."""
+        for training, values, variable in ((True, train, self.train_embeddings),
+                                           (False, eval, self.eval_embeddings)):
+            if values is None:
+                continue
+            values = tf.convert_to_tensor(values, tf.float32)
+            if values.shape.rank != 2 or values.shape[1] != self.teacher_dim:
+                raise ValueError(f"RKDModel: teacher embeddings must be (N, {self.teacher_dim})"
+                                 f", got {values.shape}")
+            variable.assign(values)
+            self._has_table[training] = True
+
+    def call(self, inputs, training=None):
+        out = self.embedder(inputs["image"], training=training)
+        # why object.__setattr__: a per-trace tensor handed to compute_loss in the same step,
+        # not state Keras should track.
+        object.__setattr__(self, "_step_embedding", out["embedding"])
+        return out["logits"]
+
+    def teacher_embeddings(self, inputs, training: bool):
+        """E_T for the batch: gathered from the phase's table, or the live teacher."""
+        if self._has_table[bool(training)]:
+            table = self.train_embeddings if training else self.eval_embeddings
+            return tf.gather(table, inputs["index"])
+        if self.teacher_embedder is None or "full" not in inputs:
+            raise ValueError(
+                "RKDModel: no cached teacher embeddings for this phase, so the teacher must "
+                "run live: give `teacher` and a 'full' view in the inputs")
+        return tf.stop_gradient(
+            self.teacher_embedder(inputs["full"], training=False)["embedding"])
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        del sample_weight  # every image weighs alike
+        labels = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=tf.cast(y_pred, tf.float32)))
+        student = self._step_embedding
+        if student is None:  # compute_loss called without a forward pass of this model
+            student = self.embedder(x["image"], training=training)["embedding"]
+        dist, angle = rkd_terms(student, self.teacher_embeddings(x, training))
+        dist = self.lam * self.distance_weight * dist
+        angle = self.lam * self.angle_weight * angle
+        self.ce_tracker.update_state(ce)
+        self.dist_tracker.update_state(dist)
+        self.angle_tracker.update_state(angle)
+        loss = ce + dist + angle
+        for extra in self.losses:
+            loss = loss + tf.cast(tf.reduce_sum(extra), loss.dtype)
+        # Keras' convention: each replica returns its mean / replicas; gradients are summed.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / tf.cast(replicas, loss.dtype)

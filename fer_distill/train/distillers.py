@@ -1,0 +1,75 @@
+"""Trainers of the distillation stages beyond the paper (ours): `rkd` and `hint`.
+
+`fer_distill.train.runner` asks this module for a stage's pipeline inputs (`stage_inputs`)
+and its compiled-to-be Keras trainer (`build_trainer`); everything else of a run (data,
+schedule, checkpoints, predictions, metrics.json) is the runner's, as for kd.
+
+- rkd: `fer_distill.distill.rkd_model.RKDModel`. Teacher embeddings from the run's teacher
+  cache (`teacher_mode="cached"`, the default: one pass over the full views, like kd's
+  logits) or from the live teacher (`teacher_mode="live"`). `shuffle_teacher` permutes the
+  cached rows, the misalignment control of kd.
+- hint: `fer_distill.distill.hint_model.HintModel`, always with the live teacher on the full
+  view (docs: a cache of conv maps would be GBs for VGG); the layer is `config.hint_layer`
+  or `fer_distill.distill.hint.HINT_LAYERS[arch]`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+STAGES = ("rkd", "hint")
+
+
+def hint_layer(config) -> str:
+    """The hint layer of a config: its own, or the architecture's default."""
+    from fer_distill.distill.hint import HINT_LAYERS
+
+    return config.hint_layer or HINT_LAYERS[config.arch]
+
+
+def stage_inputs(config):
+    """(pipeline views, occlusion, batch -> (x, y)) for an rkd or hint run."""
+    if config.stage == "hint" or config.teacher_mode == "live":
+        return (("full", "occluded"), config.view,
+                lambda b: ({"image": b["occluded"], "full": b["full"], "index": b["index"]},
+                           b["label"]))
+    return (("occluded",), config.view,
+            lambda b: ({"image": b["occluded"], "index": b["index"]}, b["label"]))
+
+
+def build_trainer(config, prepared, loaded, rows, size, policy, workdir, chief, *,
+                  shuffled=None):
+    """The Keras trainer of an rkd or hint run (uncompiled).
+
+    `shuffled(rows, seed)` is the runner's derangement for the `shuffle_teacher` control.
+    """
+    if config.stage == "hint":
+        from fer_distill.distill.hint_model import HintModel
+
+        return HintModel(loaded["student"], loaded["teacher"], layer=hint_layer(config),
+                         view=config.view, lam=config.hint_lambda)
+    if config.stage != "rkd":
+        raise ValueError(f"distillers: no trainer for stage {config.stage!r}")
+    from fer_distill.distill.rkd_model import RKDModel
+    from fer_distill.train import rundir
+    from fer_distill.train.teacher_cache import teacher_outputs
+
+    settings = dict(lam=config.rkd_lambda, distance_weight=config.rkd_distance_weight,
+                    angle_weight=config.rkd_angle_weight)
+    teacher = loaded["teacher"]
+    if config.teacher_mode == "live":
+        return RKDModel(loaded["student"], teacher, **settings)
+    tables = {}
+    for split, split_rows in (("train", rows),
+                              ("validation", np.arange(prepared.count("validation")))):
+        cache = teacher_outputs(teacher, prepared, split, split_rows, image_size=size,
+                                batch_size=config.eval_batch_size,
+                                cache_dir=workdir / rundir.CACHE, teacher_path=config.teacher,
+                                policy=policy, embeddings=True, verbose=config.verbose,
+                                write=chief)
+        table = np.zeros((prepared.count(split), cache.embedding.shape[1]), np.float32)
+        table[cache.index] = cache.embedding
+        tables[split] = table
+    if config.shuffle_teacher:  # the misalignment control (TrainConfig.shuffle_teacher)
+        tables["train"][rows] = tables["train"][shuffled(rows, config.seed)]
+    return RKDModel(loaded["student"], None, train_embeddings=tables["train"],
+                    eval_embeddings=tables["validation"], **settings)
