@@ -19,6 +19,10 @@ Usage:
       --from_matconvnet_teacher=teacher.mat --from_matconvnet_student=student.mat \
       [--from_matconvnet_kd_student=kd.mat] --workdir=reproduction/ferplus_vgg_face_tf
 
+  # beyond the paper: students behind a headset silhouette or a surgical mask (ours; each
+  # scenario's table is printed beside Table I; the default is --scenarios=paper alone)
+  python -m experiments.reproduce --scenarios=paper,headset,mask
+
   # change any training setting of any stage ("*" = every stage), e.g. a shorter run
   python -m experiments.reproduce ... --override=all.epochs=5 --override=kd.learning_rate=1e-4
 

@@ -18,6 +18,13 @@ architecture, in order, into one work directory, and returns the report (printin
     WORKDIR/report/figure3_gradcam.png           Figure 3: Grad-CAM of the fused model
     WORKDIR/reproduce.json                       the settings and what each stage did, how long
 
+Scenarios (`ReproduceConfig.scenario`, `fer_distill.scenarios`): "paper" (the default) is
+Table I; "headset" and "mask" are ours: the student-side stages see the headset silhouette or
+the surgical-mask view and the other-view baseline what that occluder hides, in
+runs/<dataset>/<arch>/<scenario>/<stage>/ with flags/<dataset>_<arch>_<scenario>_*.flags,
+reproduce_<scenario>.json and report/figure3_gradcam_<scenario>.png; the data, the demo's
+pretrained start and the teacher (full faces, the same settings) are the paper's runs.
+
 Re-running is safe and cheap: a stage whose run directory holds `metrics.json` is skipped
 (after checking that it was run with the same settings: a finished run with other settings
 stops the reproduction instead of being reported as if it were this one), an interrupted one

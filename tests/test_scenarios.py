@@ -34,3 +34,19 @@ def test_unknown_scenario_is_named():
         scenario("goggles")
     with pytest.raises(ValueError, match="unknown scenario 'goggles'"):
         ReproduceConfig(workdir="w", scenario="goggles").check()
+
+
+def test_the_binary_runs_the_paper_alone_unless_asked():
+    from absl import app, flags
+    from absl.testing import flagsaver
+
+    from experiments import reproduce as binary
+
+    with flagsaver.flagsaver():
+        flags.FLAGS(["reproduce"])
+        assert binary.scenarios_from_flags() == ["paper"]
+    with flagsaver.flagsaver(scenarios=["paper", "mask"]):
+        assert binary.scenarios_from_flags() == ["paper", "mask"]
+    with flagsaver.flagsaver(scenarios=["visor"]):
+        with pytest.raises(app.UsageError, match="unknown scenario 'visor'"):
+            binary.scenarios_from_flags()

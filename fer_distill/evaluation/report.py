@@ -606,7 +606,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
     tests = [(t, r, c) for t in report["tables"] for r in t["rows"]
              for c in r["cells"].values() if c["mcnemar"]]
-    lines += [f"## McNemar's test against the student baseline [1] ({method})", ""]
+    lines += [f"## McNemar's test against the student baseline [1] ({method})", "",
+              "Rows marked [scenario] are tested against that scenario's student baseline.", ""]
     if tests:
         lines += ["| Data set | Model | b (baseline right only) | c (distilled right only) | "
                   "statistic | p | † |", "|---|---|---:|---:|---:|---:|---|"]
