@@ -47,8 +47,9 @@ flags.DEFINE_string("model", None, "Run directory, fuse run directory, or .keras
 flags.DEFINE_string("data", None, "Prepared data set (default: the run's config.json).", **_ANY)
 flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Split to evaluate.",
                   **_ANY)
-flags.DEFINE_list("views", None, "Views: full, lower_half_visible, upper_half_visible (default: "
-                  "the run's own; a teacher: all three).", **_ANY)
+flags.DEFINE_list("views", None, "Views: full, lower_half_visible, upper_half_visible, a mask "
+                  "shape (headset, surgical_mask, ...) or a mask image file (default: the run's "
+                  "own; a teacher: the first three).", **_ANY)
 flags.DEFINE_string("output", None, "Where to write (default: the run directory).", **_ANY)
 flags.DEFINE_integer("batch_size", None, "Images per forward pass (default 64).", **_ANY)
 flags.DEFINE_boolean("reuse_predictions", True, "Reuse matching saved predictions.", **_ANY)

@@ -19,6 +19,10 @@ Usage:
       --from_matconvnet_teacher=teacher.mat --from_matconvnet_student=student.mat \
       [--from_matconvnet_kd_student=kd.mat] --workdir=reproduction/ferplus_vgg_face_tf
 
+  # beyond the paper: students behind a headset silhouette or a surgical mask (ours; each
+  # scenario's table is printed beside Table I; the default is --scenarios=paper alone)
+  python -m experiments.reproduce --scenarios=paper,headset,mask
+
   # change any training setting of any stage ("*" = every stage), e.g. a shorter run
   python -m experiments.reproduce ... --override=all.epochs=5 --override=kd.learning_rate=1e-4
 
@@ -36,6 +40,11 @@ directory per stage, docs/DESIGN.md "Training"), flags/*.flags (an experiments.t
 experiments.evaluate flagfile per Table I row, to re-run one by hand), provenance.json,
 report/table_i.{md,csv,json}, report/figure3_gradcam.png, reproduce.json (settings, per-stage status and time). Prints
 progress and, at the end, the table.
+
+Scenarios (--scenarios=paper,headset,mask; default paper): beyond the paper's halves, the
+students see a headset silhouette ("headset") or a surgical mask ("mask"); the other-view
+baseline sees what that occluder hides. Their runs go to runs/<dataset>/<arch>/<scenario>/,
+their flagfiles to flags/<dataset>_<arch>_<scenario>_*.flags; the teacher and data are shared.
 
 Presets (--preset): "paper" (the paper's hyper-parameters; the default with data) and "demo"
 (the default without; fer_distill.reproduce.DEMO says what it sets and why).
@@ -93,6 +102,11 @@ flags.DEFINE_enum("layout", "auto", ["auto", "png", "csv"], "FER+ raw layout.", 
 flags.DEFINE_string("fer2013_csv", None, "FER+: fer2013.csv, when it is not inside --raw.",
                     **_ANY)
 flags.DEFINE_integer("max_missing", 0, "Missing/unreadable raw images tolerated.", **_ANY)
+flags.DEFINE_list("scenarios", None, "Occlusion scenarios to run, in order (default: paper): "
+                  "paper (Table I), headset (students see the headset silhouette), mask "
+                  "(students see the surgical-mask view); fer_distill.scenarios. Ours share "
+                  "the data and teacher and write runs of their own; the report shows each "
+                  "one's table beside Table I.", **_ANY)
 flags.DEFINE_integer("verbose", 2, "2: one line per epoch (default here); 1: progress bars; "
                      "0: quiet.", **_ANY)
 
@@ -192,9 +206,32 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from fer_distill.reproduce import reproduce
+    import dataclasses
 
-    reproduce(config_from_flags())
+    from fer_distill.reproduce import STAGES, reproduce
+
+    config = config_from_flags()
+    names = scenarios_from_flags()
+    for i, name in enumerate(names):
+        stages = config.stages
+        if stages is None and i < len(names) - 1:  # the report once, after the last scenario
+            stages = tuple(s for s in STAGES if s != "report")
+        reproduce(dataclasses.replace(config, scenario=name, stages=stages))
+
+
+def scenarios_from_flags() -> list[str]:
+    """--scenarios, checked (default: the paper's alone)."""
+    from fer_distill.scenarios import scenario
+
+    names = list(FLAGS.scenarios) if _set("scenarios") else ["paper"]
+    try:
+        for name in names:
+            scenario(name)
+    except ValueError as error:
+        raise app.UsageError(f"--scenarios: {error}") from None
+    if not names or len(set(names)) != len(names):
+        raise app.UsageError(f"--scenarios: expected distinct scenario names, got {names}")
+    return names
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ other settings, it is an error that lists them. A killed run continues from its 
 --resume (same flags) and ends where it would have ended. While a run writes --workdir it holds
 a lock on it (.NAME.lock beside it): a second train into it stops, naming the holder.
 Errors print one line (experiments/cli.py); --debug shows the traceback.
+Views: --view=headset (or any view, mask shape or mask file) trains the student-side stages on
+another occlusion than the paper's halves; the run records it and everything downstream
+(evaluation, report, export, predict, Grad-CAM) reads it from there.
 Small runs: --epochs, --steps_per_epoch, --max_train_examples, --image_size (mini).
 GPUs: --mixed_precision (mixed_float16 on a GPU, mixed_bfloat16 on a CPU;
 --mixed_precision_policy to choose), --jit_compile (XLA), --strategy=mirrored (all local GPUs)
@@ -96,6 +99,11 @@ flags.DEFINE_enum("head", "auto", list(HEAD_RULES),
                   "new = always fresh; keep = never.", **_ANY)
 flags.DEFINE_integer("image_size", None,
                      "Input size; VGG: 224 (fixed); mini: the --init network's, else 32.", **_ANY)
+flags.DEFINE_string("view", None, "The view the model is trained and tested on (kd, triplet, "
+                    "fuse: the students'; the teacher sees full): full, lower_half_visible, "
+                    "upper_half_visible, a mask shape (headset, surgical_mask, under_headset, "
+                    "under_surgical_mask) or a mask image file. Default: the stage's paper view.",
+                    **_ANY)
 
 flags.DEFINE_integer("epochs", None,
                      "Default (VGG-face; VGG-f): teacher 50; 800, student and eyes 40; 80, "

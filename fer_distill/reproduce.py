@@ -18,6 +18,13 @@ architecture, in order, into one work directory, and returns the report (printin
     WORKDIR/report/figure3_gradcam.png           Figure 3: Grad-CAM of the fused model
     WORKDIR/reproduce.json                       the settings and what each stage did, how long
 
+Scenarios (`ReproduceConfig.scenario`, `fer_distill.scenarios`): "paper" (the default) is
+Table I; "headset" and "mask" are ours: the student-side stages see the headset silhouette or
+the surgical-mask view and the other-view baseline what that occluder hides, in
+runs/<dataset>/<arch>/<scenario>/<stage>/ with flags/<dataset>_<arch>_<scenario>_*.flags,
+reproduce_<scenario>.json and report/figure3_gradcam_<scenario>.png; the data, the demo's
+pretrained start and the teacher (full faces, the same settings) are the paper's runs.
+
 Re-running is safe and cheap: a stage whose run directory holds `metrics.json` is skipped
 (after checking that it was run with the same settings: a finished run with other settings
 stops the reproduction instead of being reported as if it were this one), an interrupted one
@@ -56,9 +63,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
-
 from fer_distill.atomic import write_json, write_text
+from fer_distill.preset import Preset, _frozen  # noqa: F401  (Preset: part of this API)
 
 STAGES = ("prepare", "teacher", "student", "eyes", "kd", "triplet", "fuse", "rkd", "hint",
           "evaluate", "figure", "report")
@@ -68,51 +74,10 @@ TRAINING_STAGES = ("teacher", "student", "eyes", "kd", "triplet", "fuse", "rkd",
 OPTIONAL_STAGES = ("rkd", "hint")
 DEFAULT_STAGES = tuple(s for s in STAGES if s not in OPTIONAL_STAGES)
 DATASETS = ("ferplus", "affectnet", "demo")
-EVALUATION_VIEWS = {"lower_half_visible": "lower", "upper_half_visible": "upper"}
 FORMAT = "fer_distill.reproduce/1"
 # Where a demo reproduction keeps the network it pretrains (Preset.demo_pretrain); the report
 # does not read it (it is no row of Table I).
 PRETRAINED_DIR = "pretrained"
-
-
-def _frozen(mapping: Mapping[str, Mapping[str, Any]] | None) -> Mapping[str, Mapping[str, Any]]:
-    return MappingProxyType({k: MappingProxyType(dict(v)) for k, v in (mapping or {}).items()})
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """A named set of settings for a whole reproduction, in one place.
-
-    train: `fer_distill.train.TrainConfig` fields per stage; the key "*" applies to every
-      training stage, a stage's own key after it. Unset fields keep the paper's values.
-    demo_sizes / demo_seed / demo_regime: the synthetic demo set drawn when the data set is
-      "demo" (`fer_distill.data.demo` regimes: classic, privileged, control).
-    smoke_scale: True for a preset whose numbers must not be read as the paper's (said at the
-      start of the output and in the report).
-    """
-
-    name: str
-    description: str
-    train: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-    demo_sizes: Mapping[str, int] | None = None
-    demo_seed: int = 0
-    demo_regime: str = "classic"
-    # When set (and no --pretrained is given), the prepare stage makes the network the demo's
-    # teacher, student and eyes baseline fine-tune, as the paper's start from one pretrained
-    # file: `mini` trained on full faces of a "classic" demo set drawn with `seed`, with
-    # `train` TrainConfig fields. {"seed": int, "train": {...}}
-    demo_pretrain: Mapping[str, Any] | None = None
-    smoke_scale: bool = False
-
-    def __post_init__(self):
-        object.__setattr__(self, "train", _frozen(self.train))
-        unknown = set(self.train) - set(TRAINING_STAGES) - {"*"}
-        if unknown:
-            raise ValueError(f"preset {self.name!r}: unknown stages {sorted(unknown)}; expected "
-                             f"'*' or some of {TRAINING_STAGES}")
-
-    def settings(self, stage: str) -> dict[str, Any]:
-        return {**self.train.get("*", {}), **self.train.get(stage, {})}
 
 
 PAPER = Preset(
@@ -190,6 +155,9 @@ class ReproduceConfig:
     eval_batch_size: images per forward pass in the evaluation stage (default: the batch size).
     stages: run only these stages (in the pipeline's order); the others must be finished.
     verbose: 0 quiet, 1 progress bars, 2 one line per epoch.
+    scenario: "paper" (Table I), or one of ours, "headset" / "mask" (fer_distill.scenarios):
+      the students and the other-view baseline see that scenario's views, in run directories
+      of their own; the teacher (full faces) and the data are shared with the paper's.
     """
 
     workdir: str
@@ -208,6 +176,7 @@ class ReproduceConfig:
     eval_batch_size: int | None = None
     stages: tuple[str, ...] | None = None
     verbose: int = 1
+    scenario: str = "paper"
 
     def __post_init__(self):
         object.__setattr__(self, "overrides", _frozen(self.overrides))
@@ -224,6 +193,9 @@ class ReproduceConfig:
 
         if not self.workdir:
             raise ValueError("reproduce: workdir is required")
+        from fer_distill.scenarios import scenario
+
+        scenario(self.scenario)  # a ValueError naming an unknown one
         if self.dataset not in DATASETS:
             raise ValueError(f"reproduce: dataset must be one of {DATASETS}, got "
                              f"{self.dataset!r}")
@@ -241,6 +213,9 @@ class ReproduceConfig:
         if self.from_matconvnet_kd_student and not self.from_matconvnet:
             raise ValueError("reproduce: --from_matconvnet_kd_student belongs to the MatConvNet "
                              "path; give --from_matconvnet_teacher and --from_matconvnet_student")
+        if self.from_matconvnet and self.scenario != "paper":
+            raise ValueError("reproduce: the MatConvNet path converts the paper's lower-half "
+                             f"student; it has no {self.scenario!r} scenario")
         if self.from_matconvnet and self.pretrained:
             raise ValueError("reproduce: --pretrained is for fine-tuning here; the MatConvNet "
                              "path starts from the converted teacher and student instead")
@@ -295,7 +270,7 @@ class ReproduceConfig:
 
 # TrainConfig fields the reproduction decides (presets and overrides may not).
 _WIRING = ("stage", "arch", "data", "workdir", "init", "teacher", "kd_student",
-           "triplet_student", "resume", "overwrite")
+           "triplet_student", "resume", "overwrite", "view")
 
 
 @dataclasses.dataclass
@@ -305,19 +280,33 @@ class Layout:
     root: Path
     dataset: str
     arch: str
+    # a scenario of ours (not "paper") keeps its runs, flagfiles, record and figure apart; its
+    # teacher is the paper's (full faces, the same settings)
+    scenario: str = "paper"
 
     @property
     def data(self) -> Path:
         return self.root / "data" / "prepared" / self.dataset
 
+    def _apart(self, name: str) -> bool:
+        return self.scenario != "paper" and name != "teacher"
+
     def run(self, stage: str) -> Path:
-        return self.root / "runs" / self.dataset / self.arch / stage
+        runs = self.root / "runs" / self.dataset / self.arch
+        return runs / self.scenario / stage if self._apart(stage) else runs / stage
 
     def model(self, stage: str) -> Path:
         return self.run(stage) / "model.keras"
 
     def flagfile(self, name: str) -> Path:
-        return self.root / "flags" / f"{self.dataset}_{self.arch}_{name}.flags"
+        prefix = (f"{self.dataset}_{self.arch}_{self.scenario}" if self._apart(name)
+                  else f"{self.dataset}_{self.arch}")
+        return self.root / "flags" / f"{prefix}_{name}.flags"
+
+    @property
+    def figure(self) -> Path:
+        suffix = "" if self.scenario == "paper" else f"_{self.scenario}"
+        return self.report / f"figure3_gradcam{suffix}.png"
 
     @property
     def pretrained(self) -> Path:
@@ -330,7 +319,8 @@ class Layout:
 
     @property
     def record(self) -> Path:
-        return self.root / "reproduce.json"
+        suffix = "" if self.scenario == "paper" else f"_{self.scenario}"
+        return self.root / f"reproduce{suffix}.json"
 
     @property
     def provenance(self) -> Path:
@@ -345,7 +335,11 @@ class Reproduction:
     def __init__(self, config: ReproduceConfig, *, out: Callable[[str], None] = print,
                  callbacks: Mapping[str, Sequence[Any]] | None = None):
         self.config = config
-        self.layout = Layout(Path(config.workdir).absolute(), config.dataset, config.arch)
+        from fer_distill.scenarios import scenario
+
+        self.scenario = scenario(config.scenario)
+        self.layout = Layout(Path(config.workdir).absolute(), config.dataset, config.arch,
+                             config.scenario)
         self.out = out
         self.callbacks = dict(callbacks or {})
         # what earlier invocations did, updated stage by stage (a --stages subset keeps the rest)
@@ -433,6 +427,10 @@ class Reproduction:
         config = self.config
         lines = [f"== fer-distill reproduction of Table I: {config.dataset}, {config.arch}, "
                  f"preset {config.preset.name!r}, in {self.layout.root}"]
+        if self.scenario.ours:
+            lines.append(f"== scenario {self.scenario.name!r} (ours, not the paper's): the "
+                         f"students see {self.scenario.student_view}, the other-view baseline "
+                         f"{self.scenario.other_view}, the teacher full faces")
         if config.preset.smoke_scale or config.dataset == "demo":
             lines.append("== SYNTHETIC SMOKE-SCALE RUN: generated faces and a small network; "
                          "its numbers are NOT the paper's and are not comparable with them.")
@@ -545,6 +543,8 @@ class Reproduction:
             values["eval_batch_size"] = config.eval_batch_size
         values.setdefault("verbose", config.verbose)
         wiring: dict[str, Any] = {}
+        if self.scenario.ours and stage != "teacher":
+            wiring["view"] = self.scenario.view(stage)
         imported = None
         if stage in ("teacher", "student", "eyes"):
             imported = {"teacher": config.from_matconvnet_teacher,
@@ -600,8 +600,10 @@ class Reproduction:
                     "be reported as this reproduction's. Use another --workdir, or delete that "
                     "run directory to train it again")
         # why after the check: a refused run keeps the flagfile that produced it
+        table = (f"Scenario {self.scenario.name!r} (ours, not the paper's)"
+                 if self.scenario.ours and stage != "teacher" else "Table I")
         write_text(flagfile, train_flagfile(train_config, header=(
-            f"Table I, {self.config.dataset} {self.config.arch} {stage}: written by "
+            f"{table}, {self.config.dataset} {self.config.arch} {stage}: written by "
             f"fer_distill.reproduce (preset {self.config.preset.name!r}). Re-run this stage "
             f"alone with:\n  python -m experiments.train --flagfile={flagfile}")))
         self._provenance(workdir, flagfile)
@@ -648,83 +650,14 @@ class Reproduction:
     # evaluate and report ----------------------------------------------------------------
 
     def _stage_evaluate(self) -> dict[str, Any]:
-        from fer_distill.evaluation.evaluate import (EvaluateConfig, default_views, evaluate,
-                                                     open_model, results_path)
+        from fer_distill.reproduce_evaluation import evaluate_runs
 
-        done, skipped, missing = [], [], []
-        for stage in TRAINING_STAGES:
-            run_dir = self.layout.run(stage)
-            metrics = run_dir / "metrics.json"
-            if not metrics.is_file():
-                if stage not in OPTIONAL_STAGES:  # ours: absent unless asked for
-                    missing.append(stage)
-                continue
-            evaluable = open_model(run_dir)
-            views = default_views(evaluable)
-            todo = [v for v in views
-                    if not (results_path(run_dir, "test", v).is_file()
-                            and results_path(run_dir, "test", v).stat().st_mtime
-                            >= metrics.stat().st_mtime)]
-            skipped += [f"{stage}/{v}" for v in views if v not in todo]
-            for view in todo:
-                flagfile = self._evaluation_flagfile(stage, view, run_dir)
-                evaluate(EvaluateConfig(
-                    model=str(run_dir), data=str(self.data_dir), views=(view,),
-                    batch_size=self.config.eval_batch_size or _batch_size(run_dir),
-                    provenance={"by": "fer_distill.reproduce",
-                                "flagfile": None if flagfile is None else str(flagfile)}),
-                    evaluable=evaluable, verbose=bool(self.config.verbose))
-                done.append(f"{stage}/{view}")
-        if missing:
-            self._say(f"   not evaluated (no finished run): {', '.join(missing)}")
-        return {"status": "done" if done else "finished earlier", "evaluated": done,
-                "already_evaluated": skipped, "no_run": missing}
-
-    def _evaluation_flagfile(self, stage: str, view: str, run_dir: Path) -> Path | None:
-        """The flagfile of a Table I row that is an evaluation (the teacher on ◐ and ◑)."""
-        if stage != "teacher" or view not in EVALUATION_VIEWS:
-            return None
-        flagfile = self.layout.flagfile(f"teacher_on_{EVALUATION_VIEWS[view]}")
-        symbol = {"lower_half_visible": "◐", "upper_half_visible": "◑"}[view]
-        write_text(flagfile, "\n".join([
-            f"# Table I, {self.config.dataset} {self.config.arch}: the teacher tested on {view} "
-            f"({symbol}).",
-            "# Written by fer_distill.reproduce. Re-run with:",
-            f"#   python -m experiments.evaluate --flagfile={flagfile}",
-            f"--model={run_dir}", f"--data={self.data_dir}", f"--views={view}", "--split=test",
-            ""]))
-        return flagfile
+        return evaluate_runs(self, TRAINING_STAGES, OPTIONAL_STAGES)
 
     def _stage_figure(self) -> dict[str, Any]:
-        """The paper's Figure 3 for the best model here (the fused one, else the KD student):
-        Grad-CAM on the first test face of each class. An extra: a failure is printed and
-        recorded, and the report is still written."""
-        for stage in ("fuse", "kd"):
-            if (self.layout.run(stage) / "metrics.json").is_file():
-                break
-        else:
-            return {"status": "no finished fuse or kd run"}
-        output = self.layout.report / "figure3_gradcam.png"
-        try:
-            from fer_distill.data.prepared import read_prepared
-            from fer_distill.explain.gradcam import explain, figure
-            from fer_distill.serving.servable import load_servable
+        from fer_distill.reproduce_evaluation import draw_figure
 
-            prepared = read_prepared(self.data_dir)
-            labels = np.asarray(prepared.labels("test"))
-            rows = [int(np.flatnonzero(labels == k)[0])
-                    for k in range(len(prepared.class_names)) if np.any(labels == k)]
-            images = [np.asarray(prepared.images("test")[i]) for i in rows]
-            explanation = explain(load_servable(self.layout.run(stage)), images)
-            figure(explanation, output, prepared.class_names, labels[rows],
-                   title=f"Grad-CAM of the {stage} model ({self.config.dataset}, "
-                         f"{self.config.arch}), first test face of each class")
-        except Exception as error:  # noqa: BLE001  (an extra must not cost the table)
-            self.out(f"!! figure: Grad-CAM failed ({type(error).__name__}: {error}); the "
-                     "report is written without it")
-            return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-        self._say(f"   Figure 3 (Grad-CAM of the {stage} model): {output}")
-        return {"status": "done", "model": stage, "path": str(output)}
+        return draw_figure(self)
 
     def _stage_report(self):
         from fer_distill.evaluation.report import ReportConfig, make_report
@@ -734,14 +667,6 @@ class Reproduction:
             exact=self.config.exact))
         self.out(markdown)
         return report
-
-
-def _batch_size(run_dir: Path) -> int:
-    try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        return int(config.get("eval_batch_size") or config.get("batch_size") or 64)
-    except (OSError, ValueError, TypeError):
-        return 64
 
 
 def train_flagfile(config, header: str = "") -> str:

@@ -64,6 +64,11 @@ def _surgical_mask(height: int, width: int) -> np.ndarray:
 MASK_SHAPES: dict[str, Callable[[int, int], np.ndarray]] = {
     "headset": _headset,
     "surgical_mask": _surgical_mask,
+    # The complements: only what the occluder hides is visible. A scenario's "other view"
+    # baseline, as the paper's eyes baseline [2] sees the half the headset hides
+    # (fer_distill.scenarios).
+    "under_headset": lambda height, width: ~_headset(height, width),
+    "under_surgical_mask": lambda height, width: ~_surgical_mask(height, width),
 }
 
 
@@ -147,6 +152,16 @@ def resolve_view(view: str | Mask) -> str | Mask:
             return Mask.from_file(view)
     raise ValueError(f"unknown view {view!r}: expected one of {VIEWS}, a mask shape "
                      f"{sorted(MASK_SHAPES)}, or the path of a mask image file")
+
+
+def view_name(view: str | Mask) -> str:
+    """The name a view goes by in records and file names: the VIEWS or MASK_SHAPES name, a
+    Mask's name, or a mask file's stem (a path would not fit in a file name)."""
+    if not isinstance(view, str):
+        return getattr(view, "name", str(view))
+    if view in VIEWS or view in MASK_SHAPES:
+        return view
+    return Path(view).stem
 
 
 def _visible_rows_or_mask(view: str | Mask, height: int, width: int) -> np.ndarray | None:

@@ -111,6 +111,12 @@ def to_view(raw, image_size: int, view: str | Mask = "full"):
     return occlude(full, resolve_view(view))
 
 
+def view_input(view: str | Mask) -> tuple[str, str | Mask]:
+    """(make_dataset key, occlusion) that give a model its images in `view`: ("full", any)
+    for "full", else ("occluded", view). The element `batch[key]` is the view."""
+    return ("full", "lower_half_visible") if view == "full" else ("occluded", view)
+
+
 def make_dataset(
     prepared: Prepared,
     split: str,

@@ -207,9 +207,9 @@ class TripletModel(keras.Model):
 def embed(embedder: keras.Model, prepared, split: str, rows, *, image_size: int, view,
           batch_size: int, verbose: int = 0) -> np.ndarray:
     """relu7 embeddings (float32, (len(rows), D)) of `rows` of a split in one view."""
-    from fer_distill.data.pipeline import make_dataset
+    from fer_distill.data.pipeline import make_dataset, view_input
 
-    key, occlusion = ("full", "lower_half_visible") if view == "full" else ("occluded", view)
+    key, occlusion = view_input(view)
     dataset = make_dataset(prepared, split, image_size=image_size, batch_size=batch_size,
                            training=False, views=(key,), occlusion=occlusion, indices=rows)
     out = embedder.predict(dataset.map(lambda b: b[key]), verbose=verbose)

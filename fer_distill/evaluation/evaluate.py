@@ -86,7 +86,7 @@ class EvaluateConfig:
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def check(self) -> None:
-        from fer_distill.data.occlusion import VIEWS
+        from fer_distill.data.occlusion import VIEWS, resolve_view
 
         if not self.model:
             raise ValueError("evaluate: the model (a run directory or a .keras/.mat file) is "
@@ -97,9 +97,11 @@ class EvaluateConfig:
             if not self.views:
                 raise ValueError("evaluate: views is empty; give at least one of "
                                  f"{VIEWS}, or leave it unset for the run's own view")
-            bad = [v for v in self.views if v not in VIEWS]
-            if bad:
-                raise ValueError(f"evaluate: unknown views {bad}; expected some of {VIEWS}")
+            for view in self.views:
+                try:
+                    resolve_view(view)
+                except ValueError as error:
+                    raise ValueError(f"evaluate: unknown views [{view!r}]: {error}") from None
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
             raise ValueError(f"evaluate: batch_size must be a positive integer, got "
                              f"{self.batch_size!r}")
@@ -148,12 +150,16 @@ class Evaluable:
 
 def results_path(output: str | os.PathLike, split: str, view: str) -> Path:
     """OUT/evaluation/<split>_<view>.json."""
-    return Path(output) / EVALUATION_DIR / f"{split}_{view}.json"
+    from fer_distill.data.occlusion import view_name
+
+    return Path(output) / EVALUATION_DIR / f"{split}_{view_name(view)}.json"
 
 
 def confusion_paths(output: str | os.PathLike, split: str, view: str) -> tuple[Path, Path]:
     """(CSV, PNG) of the confusion matrix of one evaluation."""
-    base = Path(output) / EVALUATION_DIR / f"{split}_{view}_confusion"
+    from fer_distill.data.occlusion import view_name
+
+    base = Path(output) / EVALUATION_DIR / f"{split}_{view_name(view)}_confusion"
     return base.with_suffix(".csv"), base.with_suffix(".png")
 
 
@@ -264,11 +270,11 @@ def default_views(evaluable: Evaluable) -> tuple[str, ...]:
 
 
 def _embeddings(model, prepared, split: str, view: str, batch_size: int) -> np.ndarray:
-    from fer_distill.data.pipeline import make_dataset
+    from fer_distill.data.pipeline import make_dataset, view_input
     from fer_distill.evaluation.predictions import _input_size
     from fer_distill.models import embedding_model
 
-    key, occlusion = ("full", "lower_half_visible") if view == "full" else ("occluded", view)
+    key, occlusion = view_input(view)
     dataset = make_dataset(prepared, split, image_size=_input_size(model),
                            batch_size=int(batch_size), training=False, views=(key,),
                            occlusion=occlusion)

@@ -19,14 +19,11 @@ from typing import Mapping
 import numpy as np
 
 from fer_distill.atomic import atomic_path
+from fer_distill.data.occlusion import view_name
 
 KEYS = ("index", "label", "pred", "probs")
 PREDICTIONS_DIR = "predictions"
 
-
-def view_name(view) -> str:
-    """The name a view goes by in file names: the VIEWS name, or a Mask's name."""
-    return view if isinstance(view, str) else getattr(view, "name", str(view))
 
 
 def predictions_path(run_dir: str | os.PathLike, split: str, view) -> Path:
@@ -50,10 +47,10 @@ def predict_split(model, prepared, split: str, view, batch_size: int = 64, *,
     given). The images go through the training pipeline's own `make_dataset`, so a test image
     is resized and occluded exactly as a training image was.
     """
-    from fer_distill.data.pipeline import make_dataset
+    from fer_distill.data.pipeline import make_dataset, view_input
 
     size = _input_size(model)
-    key, occlusion = ("full", "lower_half_visible") if view == "full" else ("occluded", view)
+    key, occlusion = view_input(view)
     dataset = make_dataset(prepared, split, image_size=size, batch_size=int(batch_size),
                            training=False, views=(key,), occlusion=occlusion, indices=indices)
     logits = model.predict(dataset.map(lambda batch: batch[key]), verbose=verbose)

@@ -28,26 +28,29 @@ network) get a table of their own with the same rows, where the paper column sho
 for orientation only (demo → FER+, the look-alike it imitates; mini → VGG-f, whose shape it
 copies); the report then says at the top, in plain words, that those numbers are not
 comparable with the paper's. The paper's own table is shown whenever a run of a paper data set
-and network exists, or when nothing else does.
+and network exists, or when nothing else does. Runs of our occlusion scenarios (a view other
+than the paper's, `fer_distill.scenarios`) get tables of their own, marked as ours
+(`fer_distill.evaluation.scenario_table`).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime
-import io
 import json
-import math
 import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from fer_distill.atomic import write_json, write_text
+from fer_distill.data.occlusion import VIEWS
 from fer_distill.evaluation import evaluate as evaluation
 from fer_distill.evaluation import paper_table as pt
 from fer_distill.evaluation.mcnemar import CHI2, EXACT, mcnemar_from_predictions
-from fer_distill.evaluation.predictions import load_predictions
+from fer_distill.evaluation.predictions import load_predictions, predictions_path
+from fer_distill.evaluation.report_csv import CSV_COLUMNS, render_csv  # noqa: F401
+from fer_distill.evaluation.scenario_table import render as render_scenario
+from fer_distill.evaluation.scenario_table import scenario_tables
 from fer_distill.evaluation.transfer import transfer_of_predictions
 
 FORMAT = "fer_distill.report/1"
@@ -272,7 +275,7 @@ def scan(root: str | os.PathLike, *, split: str = "test") -> tuple[list[Run], li
         if None in (run.stage, run.arch, run.dataset, run.view):
             warnings.append(f"{run.path}: stage/arch/dataset/view not all recorded; ignored")
             continue
-        predictions = run.path / "predictions" / f"{split}_{run.view}.npz"
+        predictions = predictions_path(run.path, split, run.view)
         measurements.append(Measurement(
             dataset=run.dataset, arch=run.arch, stage=run.stage, view=run.view,
             accuracy=float(test["accuracy"]), count=int(test.get("count", 0)),
@@ -368,7 +371,8 @@ def _percent(fraction: float) -> float:
 
 def _cell(paper_row: pt.PaperRow, paper_dataset: str | None, dataset: str, arch: str,
           chosen: Mapping[tuple, Measurement], incomplete: Mapping[tuple, Path],
-          finished: Mapping[tuple, Path], config: ReportConfig) -> dict[str, Any]:
+          finished: Mapping[tuple, Path], config: ReportConfig,
+          baseline_view: str = "lower_half_visible") -> dict[str, Any]:
     paper_accuracy = paper_row.accuracy[paper_dataset] if paper_dataset else None
     cell: dict[str, Any] = {
         "dataset": dataset, "arch": arch, "stage": paper_row.stage, "view": paper_row.view,
@@ -412,7 +416,7 @@ def _cell(paper_row: pt.PaperRow, paper_dataset: str | None, dataset: str, arch:
         except ValueError as error:
             cell["note"] = f"no transfer diagnostics: {error}"
     if paper_row.stage in pt.DISTILLED_STAGES + tuple(EXTRA_ROWS):
-        baseline = chosen.get((dataset, arch, "student", "lower_half_visible"))
+        baseline = chosen.get((dataset, arch, "student", baseline_view))
         if baseline is None:
             cell["note"] = "no † test: the student baseline [1] has no result"
         elif m.predictions is None or baseline.predictions is None:
@@ -498,11 +502,15 @@ def build_report(config: ReportConfig) -> dict[str, Any]:
     paper = pt.load_paper_table(config.paper_table)
     runs, measurements, warnings = scan(config.runs, split=config.split)
     chosen = choose(measurements, warnings)
+    halves = [r for r in runs if r.view in (None, *VIEWS)]  # our scenarios' runs: below
     finished = {(r.dataset, r.arch, r.stage): r.path
-                for r in sorted(runs, key=lambda r: r.finished_at) if r.finished}
-    incomplete = {(r.dataset, r.arch, r.stage): r.path for r in runs if not r.finished
+                for r in sorted(halves, key=lambda r: r.finished_at) if r.finished}
+    incomplete = {(r.dataset, r.arch, r.stage): r.path for r in halves if not r.finished
                   and (r.dataset, r.arch, r.stage) not in finished}
-    tables = _tables(paper, chosen, incomplete, finished, config)
+    tables = _tables(paper, chosen, incomplete, finished, config) + scenario_tables(
+        runs, chosen, lambda row, ds, arch, fin, inc, view: _cell(
+            row, None, ds, arch, chosen, inc, fin, config, baseline_view=view),
+        ARCH_NAMES, DATASET_NAMES, SYNTHETIC_DATASETS)
     placed = {(c["dataset"], c["arch"], c["stage"], c["view"])
               for t in tables for r in t["rows"] for c in r["cells"].values()}
     unplaced = [{"dataset": m.dataset, "arch": m.arch, "stage": m.stage, "view": m.view,
@@ -576,6 +584,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
               f"p < {report['mcnemar']['alpha']}, from our own per-image predictions; the "
               f"paper's † is the paper's. Runs read from `{report['runs']}`.", ""]
     for table in report["tables"]:
+        if table.get("scenario"):
+            lines += render_scenario(table, _ours)
+            continue
         if table["id"] == "paper":
             lines += [f"## {table['title']} (the paper's rows, in its order)", ""]
             header = ["Model", "Test faces"]
@@ -623,7 +634,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
     tests = [(t, r, c) for t in report["tables"] for r in t["rows"]
              for c in r["cells"].values() if c["mcnemar"]]
-    lines += [f"## McNemar's test against the student baseline [1] ({method})", ""]
+    lines += [f"## McNemar's test against the student baseline [1] ({method})", "",
+              "Rows marked [scenario] are tested against that scenario's student baseline.", ""]
     if tests:
         lines += ["| Data set | Model | b (baseline right only) | c (distilled right only) | "
                   "statistic | p | † |", "|---|---|---:|---:|---:|---:|---|"]
@@ -668,51 +680,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 def _code(text: str | None) -> str:
     return f"`{text}`" if text else "-"
-
-
-CSV_COLUMNS = ("table", "row_key", "paper_row_key", "label", "view", "view_symbol", "dataset",
-               "arch", "stage", "paper_dataset", "paper_accuracy", "paper_dagger", "status", "accuracy",
-               "difference", "dagger", "mcnemar_b", "mcnemar_c", "mcnemar_statistic",
-               "mcnemar_pvalue", "mcnemar_method", "transfer_kl", "transfer_agreement",
-               "count", "run_dir", "flagfile",
-               "run_flagfile", "predictions", "source", "note")
-
-
-def render_csv(report: Mapping[str, Any]) -> str:
-    """One line per cell (table, row, data set), in the paper's row order."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for table in report["tables"]:
-        for row in table["rows"]:
-            for cell in row["cells"].values():
-                test = cell["mcnemar"] or {}
-                writer.writerow({
-                    "table": table["id"], "row_key": row["key"], "paper_row_key": row["paper_key"],
-                    "label": row["label"],
-                    "view": row["view"], "view_symbol": row["view_symbol"],
-                    **{k: _csv(cell[k]) for k in ("dataset", "arch", "stage", "paper_dataset",
-                                                   "paper_accuracy", "paper_dagger", "status",
-                                                   "accuracy", "difference", "dagger", "count",
-                                                   "run_dir", "flagfile", "run_flagfile",
-                                                   "predictions", "source", "note")},
-                    "mcnemar_b": _csv(test.get("b")), "mcnemar_c": _csv(test.get("c")),
-                    "mcnemar_statistic": _csv(test.get("statistic")),
-                    "mcnemar_pvalue": _csv(test.get("pvalue")),
-                    "mcnemar_method": _csv(test.get("method")),
-                    "transfer_kl": _csv((cell["transfer"] or {}).get("kl")),
-                    "transfer_agreement": _csv((cell["transfer"] or {}).get("agreement"))})
-    return buffer.getvalue()
-
-
-def _csv(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return str(value)
 
 
 def write_report(report: Mapping[str, Any], output: str | os.PathLike) -> dict[str, Path]:

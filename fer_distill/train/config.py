@@ -3,7 +3,8 @@
 `TrainConfig` holds every setting of one run of `fer_distill.train.run`; hyper-parameters left
 at `None` are filled by `resolved()` from `paper_defaults(stage, arch)`, so a config names only
 what differs from the paper, and the resolved config written to `RUN/config.json` names
-everything. Stages and the view each one's model sees at test time:
+everything. Stages and the view each one's model sees (the paper's; `view` sets another, e.g.
+a mask shape, for every stage but the teacher):
 
     teacher  full                 CE fine-tuning from a pretrained (or any) network
     student  lower_half_visible   CE fine-tuning; baseline [1]
@@ -174,6 +175,10 @@ class TrainConfig:
     # 8-way network continues as it is); "new": always a fresh fc8; "keep": never.
     head: str = "auto"
     image_size: int | None = None  # input size; 224 for VGG, given by the model for mini
+    # The view the run's model is trained and tested on (kd/triplet/fuse: the students'; the
+    # teacher always sees "full"): an occlusion VIEWS name, a MASK_SHAPES name or a mask image
+    # file (fer_distill.data.occlusion). None = the stage's paper view, STAGE_VIEWS.
+    view: str | None = None
 
     # optimisation (None = paper default for the stage and architecture)
     epochs: int | None = None
@@ -240,11 +245,6 @@ class TrainConfig:
 
     # ---------------------------------------------------------------------------------------
 
-    @property
-    def view(self) -> str:
-        """The view this stage's model expects at test time."""
-        return STAGE_VIEWS[self.stage]
-
     def resolved(self) -> "TrainConfig":
         """This config with every `None` hyper-parameter set to the paper's default, checked."""
         self._check_names()
@@ -266,6 +266,8 @@ class TrainConfig:
         if self.weight_decay is None:
             values["weight_decay"] = (0.0 if self.stage == "fuse"
                                       else default_weight_decay(self.stage, self.arch))
+        if self.view is None:
+            values["view"] = STAGE_VIEWS[self.stage]
         config = dataclasses.replace(self, **values)
         if config.eval_batch_size is None:
             config = dataclasses.replace(config, eval_batch_size=config.batch_size)
@@ -273,8 +275,8 @@ class TrainConfig:
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields plus the derived `view`, JSON-ready."""
-        return {**dataclasses.asdict(self), "view": self.view}
+        """All fields, JSON-ready (a resolved config names its view)."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -303,6 +305,16 @@ class TrainConfig:
         for name in ("data", "workdir"):
             if not getattr(self, name):
                 raise ValueError(f"config: {name} is required")
+        if self.view is not None:
+            from fer_distill.data.occlusion import resolve_view
+
+            try:
+                resolve_view(self.view)
+            except (ValueError, FileNotFoundError) as error:
+                raise ValueError(f"config: view: {error}") from None
+            if self.stage == "teacher" and self.view != "full":
+                raise ValueError(f"config: the teacher sees full faces (view 'full'); got view "
+                                 f"{self.view!r} (the view is the students' setting)")
 
     def _check_values(self) -> None:
         def positive(name, integer=True, allow_none=False, zero=False):

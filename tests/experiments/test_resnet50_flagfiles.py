@@ -45,7 +45,7 @@ def test_resnet50_training_flagfiles(dataset, stage):
     for key, value in paper_defaults(stage, "resnet50").items():
         assert getattr(config, key) == value, key
     if stage != "fuse":
-        assert dataclasses.replace(config.resolved(), eval_batch_size=None) == config
+        assert dataclasses.replace(config.resolved(), eval_batch_size=None, view=None) == config
 
 
 @pytest.mark.parametrize("dataset", ["ferplus", "affectnet"])

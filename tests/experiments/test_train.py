@@ -65,8 +65,8 @@ def test_flagfile_holds_the_papers_row(dataset, arch, stage):
     for key, value in paper_defaults(stage, arch).items():
         assert key in written, key
         assert getattr(config, key) == value, key
-    if stage != "fuse":  # nothing is left for the defaults to decide but the derived batch
-        assert dataclasses.replace(config.resolved(), eval_batch_size=None) == config
+    if stage != "fuse":  # nothing is left for the defaults but the derived batch and view
+        assert dataclasses.replace(config.resolved(), eval_batch_size=None, view=None) == config
 
 
 def test_paper_values_in_the_flagfiles():

@@ -42,7 +42,7 @@ def test_method_constants_and_views():
     assert (config.triplet_lambda, config.margin, config.triplet_reduction,
             config.mining_fraction) == (0.5, 0.1, "sum", 0.1)
     assert (config.svm_c, config.svm_standardize) == (1.0, False)
-    assert {s: _config(s).view for s in STAGE_VIEWS} == STAGE_VIEWS
+    assert {s: _config(s).resolved().view for s in STAGE_VIEWS} == STAGE_VIEWS
     assert STAGE_VIEWS["teacher"] == "full" and STAGE_VIEWS["eyes"] == "upper_half_visible"
     assert set(BATCH_SIZES) == {"vgg_f", "vgg_face", "mini", "resnet50"}
     assert all(SCHEDULES[(s, a)] for s in ("teacher", "student", "eyes", "kd", "triplet")
@@ -88,3 +88,23 @@ def test_differences_ignore_run_control_and_json_round_trip(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({**a.to_dict(), "dataset": "ferplus"}))
     assert load_config(path) == a and a.to_dict()["view"] == "lower_half_visible"
+
+
+def test_view_is_a_setting_resolved_into_the_config(tmp_path):
+    """None takes the stage's paper view; a mask shape or a mask file is kept as given and
+    recorded; an unknown view, or a teacher that does not see full faces, is refused by name."""
+    assert _config("kd").resolved().view == "lower_half_visible"
+    headset = _config("kd", view="headset").resolved()
+    assert headset.view == "headset" and headset.to_dict()["view"] == "headset"
+    mask_file = tmp_path / "goggles.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(mask_file), np.full((8, 8), 255, np.uint8))
+    assert _config("student", view=str(mask_file)).resolved().view == str(mask_file)
+    with pytest.raises(ValueError, match="view: unknown view 'sunglasses'"):
+        _config("student", view="sunglasses").resolved()
+    with pytest.raises(ValueError, match="teacher sees full faces.*'headset'"):
+        _config("teacher", view="headset").resolved()
+    assert _config("fuse", view="surgical_mask").resolved().differences(
+        _config("fuse").resolved()) == {"view": ("surgical_mask", "lower_half_visible")}
