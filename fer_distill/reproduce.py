@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
 import time
 from pathlib import Path
 from types import MappingProxyType
@@ -59,6 +60,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from fer_distill.atomic import write_json, write_text
+from fer_distill.evaluation.figures import GRADCAM_FILE
 
 STAGES = ("prepare", "teacher", "student", "eyes", "kd", "triplet", "fuse", "evaluate",
           "figure", "report")
@@ -687,7 +689,7 @@ class Reproduction:
                 break
         else:
             return {"status": "no finished fuse or kd run"}
-        output = self.layout.report / "figure3_gradcam.png"
+        output = self.layout.report / GRADCAM_FILE
         try:
             from fer_distill.data.prepared import read_prepared
             from fer_distill.explain.gradcam import explain, figure
@@ -701,7 +703,9 @@ class Reproduction:
             explanation = explain(load_servable(self.layout.run(stage)), images)
             figure(explanation, output, prepared.class_names, labels[rows],
                    title=f"Grad-CAM of the {stage} model ({self.config.dataset}, "
-                         f"{self.config.arch}), first test face of each class")
+                         f"{self.config.arch}), first test face of each class\n"
+                         "heat on the black half: the network sees black pixels as input "
+                         "too; on the borders: the convolutions' zero padding")
         except Exception as error:  # noqa: BLE001  (an extra must not cost the table)
             self.out(f"!! figure: Grad-CAM failed ({type(error).__name__}: {error}); the "
                      "report is written without it")
@@ -715,8 +719,18 @@ class Reproduction:
         report, markdown = make_report(ReportConfig(
             runs=str(self.layout.root), output=str(self.layout.report),
             exact=self.config.exact))
-        self.out(markdown)
+        self.out(console(markdown))
         return report
+
+
+# Report sections left out of what a reproduction prints (long paths; they are in the file).
+CONSOLE_OMITS = ("## Where each number comes from", "## Figures")
+
+
+def console(markdown: str) -> str:
+    """The report as a reproduction prints it: without the CONSOLE_OMITS sections."""
+    sections = re.split(r"(?m)^(?=## )", markdown)
+    return "".join(s for s in sections if not s.startswith(CONSOLE_OMITS)).rstrip() + "\n"
 
 
 def _batch_size(run_dir: Path) -> int:
