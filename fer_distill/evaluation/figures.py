@@ -71,17 +71,22 @@ def write_curves(history: Sequence[Mapping[str, Any]], output: str | os.PathLike
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from matplotlib.ticker import MaxNLocator
+
     series = _series(history)
     epochs = [int(entry.get("epoch", i + 1)) for i, entry in enumerate(history)]
+    bases = list(dict.fromkeys(name.removeprefix("val_") for name in series))
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
     loss_axis, accuracy_axis = fig.subplots(1, 2)
     for name, values in series.items():
-        base = name.removeprefix("val_")
+        base = name.removeprefix("val_")  # a term and its validation value share a colour
         axis = accuracy_axis if "acc" in base else loss_axis
         axis.plot(epochs, values, linestyle="--" if name.startswith("val_") else "-",
-                  marker="." if len(epochs) < 20 else None, label=name)
+                  color=f"C{bases.index(base) % 10}", marker="." if len(epochs) < 20 else None,
+                  label=name)
     for axis, label in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)

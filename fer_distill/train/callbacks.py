@@ -75,9 +75,10 @@ class PlateauSchedule(keras.callbacks.ReduceLROnPlateau):
         before = float(np.asarray(self.model.optimizer.learning_rate))
         super().on_epoch_end(epoch, logs)
         after = float(np.asarray(self.model.optimizer.learning_rate))
-        if self.say and after != before:
+        shown = f"{before:.3g}", f"{after:.3g}"
+        if self.say and shown[0] != shown[1]:  # why rounded: float32 rates (1e-5 at the floor)
             print(f"Epoch {epoch + 1}: no better {self.monitor} in {self.patience} epochs; "
-                  f"learning rate {before:.3g} -> {after:.3g}", flush=True)
+                  f"learning rate {shown[0]} -> {shown[1]}", flush=True)
 
 
 class NonFiniteLoss(FloatingPointError):

@@ -109,7 +109,7 @@ def _run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] =
                                     decision == "resume", callbacks)
         if chief:  # before metrics.json, which stays the last file a run writes
             figures.write_curves(summary["history"], workdir / figures.CURVES_FILE,
-                                 title=f"{config.stage} ({config.arch}): {workdir}")
+                                 title=f"{config.stage} ({config.arch}) on {prepared.dataset}")
         metrics = _finish(config, prepared, student, summary, workdir, chief,
                           teacher=loaded.get("teacher"))
         if cluster:  # every worker returns once the chief's results are on disk
