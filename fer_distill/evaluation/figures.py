@@ -94,10 +94,11 @@ def write_curves(history: Sequence[Mapping[str, Any]], output: str | os.PathLike
             axis.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    # why not tight_layout: it doubles the drawing time, paid once per training run
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.22)
     output = Path(output)
     with atomic_path(output) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+        fig.savefig(tmp, format="png", dpi=80)
     return output
 
 
