@@ -496,6 +496,14 @@ def measure_training(s: Settings, scratch: Path, arch: str) -> dict:
     from fer_distill.distill.kd_model import KDModel
     from fer_distill.distill.triplet_model import TripletModel
     from fer_distill.models import build, embedding_layer
+    from fer_distill.train.config import TrainConfig
+
+    # the paper's settings, from their one source (TrainConfig's defaults)
+    paper = TrainConfig(stage="kd", arch=arch, data="-", workdir="-")
+    kd_settings = dict(lam=paper.kd_lambda, temperature=paper.temperature,
+                       temperature_squared=paper.temperature_squared)
+    triplet_settings = dict(lam=paper.triplet_lambda, margin=paper.margin,
+                            reduction=paper.triplet_reduction)
 
     size = s.arch_size(arch)
     batch = s.train_batch[arch]
@@ -524,13 +532,13 @@ def measure_training(s: Settings, scratch: Path, arch: str) -> dict:
     trainers["plain"] = (plain, lambda m: m.train_on_batch(occluded, labels))
 
     table = rng.normal(0, 3, (FERPLUS_TRAIN, 8)).astype(np.float32)
-    kd_cached = KDModel(build(arch, 8, **kwargs), None, train_logits=table)
+    kd_cached = KDModel(build(arch, 8, **kwargs), None, train_logits=table, **kd_settings)
     kd_cached.compile(optimizer=optimizer(), metrics=[accuracy()], jit_compile=False)
     trainers["kd_cached"] = (kd_cached, lambda m: m.train_on_batch(
         {"image": occluded, "index": index}, labels))
 
     teacher = build(arch, 8, **kwargs)
-    kd_live = KDModel(build(arch, 8, **kwargs), teacher)
+    kd_live = KDModel(build(arch, 8, **kwargs), teacher, **kd_settings)
     kd_live.compile(optimizer=optimizer(), metrics=[accuracy()], jit_compile=False)
     trainers["kd_live"] = (kd_live, lambda m: m.train_on_batch(
         {"image": occluded, "full": full, "index": index}, labels))
@@ -539,7 +547,8 @@ def measure_training(s: Settings, scratch: Path, arch: str) -> dict:
     dim = int(embedding_layer(student).output.shape[-1])
     pool = min(FERPLUS_POOL, s.mining_pool) if s.quick else FERPLUS_POOL
     source_shape = (48, 48, 1)
-    triplet = TripletModel(student, source_shape=source_shape, image_size=size)
+    triplet = TripletModel(student, source_shape=source_shape, image_size=size,
+                           **triplet_settings)
     pool_labels = _ferplus_labels(pool, rng)
     triplet.set_pools(
         positive_emb=np.abs(rng.normal(size=(pool, dim))).astype(np.float32),

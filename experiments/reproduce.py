@@ -61,7 +61,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from experiments import cli  # noqa: E402
+from experiments import cli, whatnext  # noqa: E402
+from experiments.flagconfig import parse_field  # noqa: E402
 from fer_distill.train.config import ARCHITECTURES  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -118,9 +119,8 @@ def _set(name):
 
 
 def parse_override(text: str) -> tuple[str, str, typing.Any]:
-    """"kd.epochs=10" -> ("kd", "epochs", 10), the value typed as the TrainConfig field."""
-    import dataclasses
-
+    """"kd.epochs=10" -> ("kd", "epochs", 10), the value parsed as experiments.train's flag of
+    that TrainConfig field would parse it (experiments/flagconfig.py)."""
     from fer_distill.train import TrainConfig
 
     stage_field, sep, raw = text.partition("=")
@@ -129,22 +129,8 @@ def parse_override(text: str) -> tuple[str, str, typing.Any]:
         raise app.UsageError(f"--override={text!r}: expected STAGE.FIELD=VALUE, e.g. "
                              "kd.epochs=10 or *.batch_size=32")
     stage = "*" if stage == "all" else stage  # why: an unquoted * may meet the shell's glob
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    if field not in fields:
-        raise app.UsageError(f"--override={text!r}: {field!r} is not a training setting; "
-                             f"expected one of {sorted(fields)}")
-    hint = typing.get_type_hints(TrainConfig)[field]
-    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
-    kind = kinds[0]
     try:
-        if raw.lower() in ("none", "null") and type(None) in typing.get_args(hint):
-            value = None
-        elif kind is bool:
-            if raw.lower() not in ("true", "false", "1", "0"):
-                raise ValueError("expected true or false")
-            value = raw.lower() in ("true", "1")
-        else:
-            value = kind(raw)
+        value = parse_field(TrainConfig, field, raw)
     except ValueError as error:
         raise app.UsageError(f"--override={text!r}: {error}") from None
     return stage, field, value
@@ -208,15 +194,23 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import dataclasses
 
-    from fer_distill.reproduce import STAGES, reproduce
+    from fer_distill.reproduce import DEFAULT_STAGES, TRAINING_STAGES, Reproduction, reproduce
 
     config = config_from_flags()
     names = scenarios_from_flags()
+    runs = []
     for i, name in enumerate(names):
         stages = config.stages
         if stages is None and i < len(names) - 1:  # the report once, after the last scenario
-            stages = tuple(s for s in STAGES if s != "report")
-        reproduce(dataclasses.replace(config, scenario=name, stages=stages))
+            stages = tuple(s for s in DEFAULT_STAGES if s != "report")
+        scenario_config = dataclasses.replace(config, scenario=name, stages=stages)
+        reproduce(scenario_config)
+        layout = Reproduction(scenario_config).layout
+        runs += [layout.run(stage) for stage in TRAINING_STAGES if layout.run(stage) not in runs]
+    fused = layout.run("fuse")
+    print(whatnext.block(runs=runs, report=layout.report, logdir=layout.root / "runs",
+                         flags_dir=layout.root / "flags",
+                         model=fused if (fused / "metrics.json").is_file() else None))
 
 
 def scenarios_from_flags() -> list[str]:

@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
 import time
 from pathlib import Path
 from types import MappingProxyType
@@ -65,6 +66,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from fer_distill.atomic import write_json, write_text
 from fer_distill.preset import Preset, _frozen  # noqa: F401  (Preset: part of this API)
+from fer_distill.evaluation.figures import GRADCAM_FILE
 
 STAGES = ("prepare", "teacher", "student", "eyes", "kd", "triplet", "fuse", "rkd", "hint",
           "evaluate", "figure", "report")
@@ -306,7 +308,7 @@ class Layout:
     @property
     def figure(self) -> Path:
         suffix = "" if self.scenario == "paper" else f"_{self.scenario}"
-        return self.report / f"figure3_gradcam{suffix}.png"
+        return self.report / GRADCAM_FILE.replace(".png", f"{suffix}.png")
 
     @property
     def pretrained(self) -> Path:
@@ -665,8 +667,18 @@ class Reproduction:
         report, markdown = make_report(ReportConfig(
             runs=str(self.layout.root), output=str(self.layout.report),
             exact=self.config.exact))
-        self.out(markdown)
+        self.out(console(markdown))
         return report
+
+
+# Report sections left out of what a reproduction prints (long paths; they are in the file).
+CONSOLE_OMITS = ("## Where each number comes from", "## Figures")
+
+
+def console(markdown: str) -> str:
+    """The report as a reproduction prints it: without the CONSOLE_OMITS sections."""
+    sections = re.split(r"(?m)^(?=## )", markdown)
+    return "".join(s for s in sections if not s.startswith(CONSOLE_OMITS)).rstrip() + "\n"
 
 
 def train_flagfile(config, header: str = "") -> str:

@@ -117,7 +117,9 @@ def draw_figure(reproduction) -> dict[str, Any]:
         explanation = explain(servable, images)
         figure(explanation, output, prepared.class_names, labels[rows],
                title=f"Grad-CAM of the {stage} model ({config.dataset}, {config.arch}, view "
-                     f"{servable.view}), first test face of each class")
+                     f"{servable.view}), first test face of each class\n"
+                     "heat on the black part: the network sees black pixels as input too; on "
+                     "the borders: the convolutions' zero padding")
     except Exception as error:  # noqa: BLE001  (an extra must not cost the table)
         reproduction.out(f"!! figure: Grad-CAM failed ({type(error).__name__}: {error}); the "
                          "report is written without it")

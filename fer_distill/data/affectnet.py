@@ -273,7 +273,8 @@ def _decode_into(target: np.ndarray, paths: list[Path], boxes: np.ndarray, *, cr
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, mininterval=1.0)
+        bar = tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, mininterval=1.0,
+                   disable=None)  # disable=None: no bar when stderr is not a terminal
     window = 8 * workers
     pending: deque = deque()
     submitted = 0

@@ -200,7 +200,8 @@ def _progress(iterable, *, total: int, desc: str, enabled: bool):
         return iterable
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit="img", file=sys.stderr, mininterval=1.0)
+    return tqdm(iterable, total=total, desc=desc, unit="img", file=sys.stderr, mininterval=1.0,
+                disable=None)  # disable=None: no bar when stderr is not a terminal
 
 
 def _parse_pixels(text: str, where: str) -> np.ndarray:

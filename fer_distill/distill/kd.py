@@ -28,10 +28,10 @@ def kd_loss(
     labels,
     student_logits,
     teacher_logits,
-    lam: float = 0.7,
-    temperature: float = 20.0,
-    temperature_squared: bool = False,
     *,
+    lam: float,
+    temperature: float,
+    temperature_squared: bool,
     reduction: str = "mean",
 ) -> tf.Tensor:
     """Eq. 1 with eq. 2: the knowledge-distillation loss, batch mean by default.
@@ -43,7 +43,8 @@ def kd_loss(
         (`tf.stop_gradient`): only the student learns. The paper minimises eq. 1 over θ_S
         and says of its triplet stage that "only the weights θ_S of the student model are
         updated"; a frozen teacher in KD is our reading of the same setting.
-      lam: λ, the weight of the soft term, in [0, 1].
+      lam: λ, the weight of the soft term, in [0, 1] (no default here: the one default of
+        every hyper-parameter is TrainConfig's, fer_distill/train/config.py).
       temperature: τ > 0 (the paper uses τ = 20; τ > 1 softens).
       temperature_squared: multiply the soft term by τ² (Hinton's gradient-scale correction).
         Off by default because eq. 1 has no such factor.

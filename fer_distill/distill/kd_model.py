@@ -48,7 +48,8 @@ class KDModel(keras.Model):
       student: a classifier (images -> logits A_S); its weights are what `fit` changes.
       teacher: the frozen teacher (images -> logits A_T); needed in live mode, optional when
         logit tables are given.
-      lam, temperature, temperature_squared: λ, τ, and Hinton's τ² factor (off: eq. 1).
+      lam, temperature, temperature_squared: λ, τ, and Hinton's τ² factor (off: eq. 1); the
+        defaults are TrainConfig's (fer_distill/train/config.py), so λ and τ are required here.
       train_logits / eval_logits: (N, K) teacher logits of the training split and of the split
         used for validation, row i = the image with `"index"` i. When a table is set for the
         phase (training, evaluation) the step gathers from it; otherwise it runs the teacher
@@ -56,8 +57,8 @@ class KDModel(keras.Model):
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model | None = None, *,
-                 lam: float = 0.7, temperature: float = 20.0,
-                 temperature_squared: bool = False, train_logits=None, eval_logits=None,
+                 lam: float, temperature: float, temperature_squared: bool,
+                 train_logits=None, eval_logits=None,
                  **kwargs):
         super().__init__(**kwargs)
         self.student = student

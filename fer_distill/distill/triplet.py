@@ -40,8 +40,9 @@ def triplet_loss(
     anchor,
     positive,
     negative,
-    margin: float = 0.1,
-    reduction: str = "sum",
+    *,
+    margin: float,
+    reduction: str,
     mask=None,
 ) -> tf.Tensor:
     """Eq. 3: Σ_i [Δ(a_i, p_i) − Δ(a_i, n_i) + α]_+ over a batch of triplets, in float32.
@@ -50,7 +51,7 @@ def triplet_loss(
       anchor: E_S(a'), shape (B, D).
       positive: E_T(p), shape (B, D).
       negative: E_S(n'), shape (B, D).
-      margin: α (the paper's 0.1).
+      margin: α (the paper's 0.1 is TrainConfig's default; required here).
       reduction: "sum" (eq. 3 as written; the default), "mean" (the sum divided by the number
         of triplets that count: B, or the number of True entries of `mask`, at least 1), or
         "none" (the per-triplet hinge values, shape (B,), zero where masked).

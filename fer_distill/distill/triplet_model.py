@@ -80,8 +80,8 @@ class TripletModel(keras.Model):
     """
 
     def __init__(self, student: keras.Model, *, source_shape, image_size: int,
-                 occlusion="lower_half_visible", lam: float = 0.5, margin: float = 0.1,
-                 reduction: str = "sum", chunk_size: int = DEFAULT_CHUNK_SIZE, **kwargs):
+                 occlusion="lower_half_visible", lam: float, margin: float,
+                 reduction: str, chunk_size: int = DEFAULT_CHUNK_SIZE, **kwargs):
         super().__init__(**kwargs)
         if reduction not in ("sum", "mean"):
             raise ValueError(f"TripletModel: reduction must be 'sum' or 'mean', got "

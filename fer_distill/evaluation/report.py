@@ -45,6 +45,7 @@ from typing import Any, Iterable, Mapping
 from fer_distill.atomic import write_json, write_text
 from fer_distill.data.occlusion import VIEWS
 from fer_distill.evaluation import evaluate as evaluation
+from fer_distill.evaluation import figures
 from fer_distill.evaluation import paper_table as pt
 from fer_distill.evaluation.mcnemar import CHI2, EXACT, mcnemar_from_predictions
 from fer_distill.evaluation.predictions import load_predictions, predictions_path
@@ -534,6 +535,8 @@ def build_report(config: ReportConfig) -> dict[str, Any]:
         "runs_found": [{"path": str(r.path), "stage": r.stage, "arch": r.arch,
                         "dataset": r.dataset, "finished": r.finished} for r in runs],
         "warnings": warnings,
+        "figures": figures.find([(f"{r.dataset} {r.arch} {r.stage}", r.path) for r in runs
+                                 if r.finished], config.output),
     }
 
 
@@ -611,7 +614,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 cell = row["cells"][ds]
                 fields += [_paper(cell), _ours(cell), _signed(cell["difference"])]
             lines.append("| " + " | ".join(fields) + " |")
-        lines.append("")
+        lines += ["", figures.DELTA_PAPER if table["id"] == "paper" else figures.DELTA_STAND_IN,
+                  ""]
 
     moved = [(r, c) for t in report["tables"] for r in t["rows"]
              for c in r["cells"].values() if c["transfer"]]
@@ -637,17 +641,22 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += [f"## McNemar's test against the student baseline [1] ({method})", "",
               "Rows marked [scenario] are tested against that scenario's student baseline.", ""]
     if tests:
+        chi2 = method == CHI2  # the exact test's statistic is min(b, c): no column of its own
         lines += ["| Data set | Model | b (baseline right only) | c (distilled right only) | "
-                  "statistic | p | † |", "|---|---|---:|---:|---:|---:|---|"]
+                  + ("χ² | " if chi2 else "") + "p | † |",
+                  "|---|---|---:|---:|" + ("---:|" if chi2 else "") + "---:|---|"]
         for table, row, cell in tests:
             t = cell["mcnemar"]
             lines.append(f"| {DATASET_NAMES.get(cell['dataset'], cell['dataset'])} | "
-                         f"{row['label']} | {t['b']} | {t['c']} | {t['statistic']:.4g} | "
-                         f"{t['pvalue']:.4g} | {'†' if cell['dagger'] else ''} |")
+                         f"{row['label']} | {t['b']} | {t['c']} | "
+                         + (f"{t['statistic']:.4g} | " if chi2 else "")
+                         + f"{t['pvalue']:.4g} | {'†' if cell['dagger'] else ''} |")
+        lines += ["", figures.MCNEMAR_COLUMNS.format(alpha=report["mcnemar"]["alpha"])]
     else:
         lines.append("No distilled student with a finished baseline yet.")
     lines.append("")
 
+    lines += figures.markdown(report.get("figures"))
     lines += ["## Where each number comes from", "",
               "| Data set | Model | Test faces | Status | Run directory | Flagfile |",
               "|---|---|---|---|---|---|"]

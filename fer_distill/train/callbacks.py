@@ -49,8 +49,10 @@ class PlateauSchedule(keras.callbacks.ReduceLROnPlateau):
 
     def __init__(self, *, patience: int = 10, factor: float = 0.1, min_lr: float = 0.0,
                  monitor: str = "val_accuracy", verbose: int = 1):
+        # why verbose=0 below: Keras prints the new rate unrounded (0.0009999999776482583)
         super().__init__(monitor=monitor, mode="max", factor=factor, patience=patience,
-                         min_delta=0.0, min_lr=min_lr, verbose=verbose)
+                         min_delta=0.0, min_lr=min_lr, verbose=0)
+        self.say = bool(verbose)
         self._pending: dict[str, Any] | None = None
 
     def get_state(self) -> dict[str, Any]:
@@ -68,6 +70,15 @@ class PlateauSchedule(keras.callbacks.ReduceLROnPlateau):
             self.wait = int(self._pending["wait"])
             self.cooldown_counter = int(self._pending["cooldown_counter"])
             self._pending = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        before = float(np.asarray(self.model.optimizer.learning_rate))
+        super().on_epoch_end(epoch, logs)
+        after = float(np.asarray(self.model.optimizer.learning_rate))
+        shown = f"{before:.3g}", f"{after:.3g}"
+        if self.say and shown[0] != shown[1]:  # why rounded: float32 rates (1e-5 at the floor)
+            print(f"Epoch {epoch + 1}: no better {self.monitor} in {self.patience} epochs; "
+                  f"learning rate {shown[0]} -> {shown[1]}", flush=True)
 
 
 class NonFiniteLoss(FloatingPointError):

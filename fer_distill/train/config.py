@@ -149,6 +149,15 @@ MIXED_PRECISION_POLICIES = ("auto", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TEACHER_MODES = ("cached", "live")
 HEAD_RULES = ("auto", "new", "keep")
+TRIPLET_REDUCTIONS = ("sum", "mean")
+
+
+def setting(*, default: Any = dataclasses.MISSING, help: str,  # noqa: A002  (absl's word)
+            choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its help text (and allowed values) beside it; the binaries make
+    their flags from these (experiments/flagconfig.py), so a default is written only here."""
+    metadata = {"help": help} if choices is None else {"help": help, "choices": choices}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,89 +168,137 @@ class TrainConfig:
     given; relative paths are relative to the working directory of the process.
     """
 
-    stage: str
-    arch: str
-    data: str
-    workdir: str
-    # Where the weights come from: `init` (.keras or MatConvNet .mat; "scratch" = random
-    # initialisation) for teacher/student/eyes/kd/triplet; `teacher` for kd/triplet;
-    # the two distilled students for fuse.
-    init: str | None = None
-    teacher: str | None = None
-    kd_student: str | None = None
-    triplet_student: str | None = None
-    # "auto": a fresh fc8 when the init network's fc8 is not as wide as the data set has
-    # classes (a pretrained ImageNet/face network), its own fc8 otherwise (a fine-tuned
-    # 8-way network continues as it is); "new": always a fresh fc8; "keep": never.
-    head: str = "auto"
-    image_size: int | None = None  # input size; 224 for VGG, given by the model for mini
-    # The view the run's model is trained and tested on (kd/triplet/fuse: the students'; the
-    # teacher always sees "full"): an occlusion VIEWS name, a MASK_SHAPES name or a mask image
-    # file (fer_distill.data.occlusion). None = the stage's paper view, STAGE_VIEWS.
-    view: str | None = None
+    stage: str = setting(help="Which stage of Table I to train.", choices=STAGES)
+    arch: str = setting(help="Network: vgg_f, vgg_face (the paper's), resnet50 (the journal "
+                        "extension's), mini (tests and the demo).", choices=ARCHITECTURES)
+    data: str = setting(help="Prepared data set directory (experiments/prepare_data.py).")
+    workdir: str = setting(help="Run directory to write (created).")
+    # Where the weights come from: `init` for teacher/student/eyes/kd/triplet; `teacher` for
+    # kd/triplet; the two distilled students for fuse.
+    init: str | None = setting(
+        default=None, help="Network to start from: .mat or .keras; 'scratch' for random "
+        "weights. teacher/student/eyes: the pretrained network; kd/triplet: the student "
+        "stage's model.keras.")
+    teacher: str | None = setting(
+        default=None, help="kd/triplet: the teacher stage's model.keras (frozen).")
+    kd_student: str | None = setting(default=None, help="fuse: the kd stage's model.keras.")
+    triplet_student: str | None = setting(
+        default=None, help="fuse: the triplet stage's model.keras.")
+    head: str = setting(
+        default="auto", choices=HEAD_RULES,
+        help="fc8 of --init: auto = a fresh fc8 when its width differs from the data set's "
+        "classes (a pretrained ImageNet/face network), kept otherwise (a fine-tuned 8-way "
+        "network continues as it is); new = always fresh; keep = never.")
+    image_size: int | None = setting(
+        default=None, help="Input size; VGG: 224 (fixed); mini: the --init network's, else 32.")
+    view: str | None = setting(
+        default=None, help="The view the model is trained and tested on (kd, triplet, fuse: the "
+        "students'; the teacher sees full): full, lower_half_visible, upper_half_visible, a mask "
+        "shape (headset, surgical_mask, under_headset, under_surgical_mask) or a mask image "
+        "file. Default: the stage's paper view (STAGE_VIEWS).")
 
     # optimisation (None = paper default for the stage and architecture)
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    min_learning_rate: float | None = None
-    lr_patience: int = 10  # epochs without a better validation error before lr /= 10
-    lr_factor: float = 0.1
-    momentum: float = 0.9
-    # L2 weight decay on kernels (not biases), added to the gradient before momentum as
-    # MatConvNet's cnn_train does (filters x1, biases x0 in SimpleNN). None = WEIGHT_DECAY.
-    weight_decay: float | None = None
+    epochs: int | None = setting(
+        default=None, help="Default (VGG-face; VGG-f): teacher 50; 800, student and eyes 40; "
+        "80, kd 50; 200, triplet 10; 10 (paper).")
+    batch_size: int | None = setting(
+        default=None, help="Global batch; default 64 (VGG-face), 512 (VGG-f).")
+    learning_rate: float | None = setting(
+        default=None, help="Starting rate. Default kd 1e-4 (VGG-face), 1e-3 (VGG-f); triplet "
+        "1e-6; 1e-5; teacher/student/eyes (paper silent) 1e-4; 1e-3.")
+    min_learning_rate: float | None = setting(
+        default=None, help="Floor of the plateau rule; default a tenth of the starting rate "
+        "(triplet: the rate itself, constant as in the paper).")
+    lr_patience: int = setting(
+        default=10, help="Divide the rate by 10 after this many epochs without a better "
+        "validation error (paper: 10).")
+    lr_factor: float = setting(default=0.1, help="Factor of the plateau rule (paper: 0.1).")
+    momentum: float = setting(default=0.9, help="SGD momentum (paper: 0.9).")
+    weight_decay: float | None = setting(
+        default=None, help="L2 weight decay on kernels (not biases), added to the gradient "
+        "before momentum as MatConvNet's cnn_train does (default: MATCONVNET_WEIGHT_DECAY 5e-4 "
+        "for the stages the paper trained in MatConvNet: teacher, student, eyes, kd; else 0).")
 
     # kd (eqs. 1-2)
-    kd_lambda: float = 0.7
-    temperature: float = 20.0
-    temperature_squared: bool = False  # Hinton's tau^2 on the soft term; not in eq. 1
-    teacher_mode: str = "cached"  # "live": teacher runs in the step (for augmentation)
-    # A control, not a method: pair each training image with ANOTHER image's teacher output
-    # (a seeded permutation of the teacher's cached rows, kd and triplet). A student taught so
-    # must not beat the baseline; if it does, the cache and the batches are misaligned.
-    shuffle_teacher: bool = False
+    kd_lambda: float = setting(default=0.7, help="kd: λ of eq. 1 (paper: 0.7).")
+    temperature: float = setting(default=20.0, help="kd: τ of eq. 2 (paper: 20).")
+    temperature_squared: bool = setting(
+        default=False, help="kd: multiply the soft term by τ² (Hinton et al.); eq. 1 has no "
+        "such factor, so off.")
+    teacher_mode: str = setting(
+        default="cached", choices=TEACHER_MODES,
+        help="cached: the teacher's outputs computed once per data set (fast); live: the "
+        "teacher runs in every step (for input augmentation).")
+    # A control, not a method: a seeded permutation of the teacher's cached rows (kd and
+    # triplet). If a student taught so beats the baseline, the cache and batches are misaligned.
+    shuffle_teacher: bool = setting(
+        default=False, help="kd/triplet CONTROL: give each image another image's cached "
+        "teacher output; a student taught so must not beat the baseline.")
 
     # triplet (eqs. 3-4)
-    triplet_lambda: float = 0.5
-    margin: float = 0.1
-    triplet_reduction: str = "sum"  # eq. 3 sums over the batch; "mean" divides by it
-    mining_fraction: float = 0.1  # the per-epoch random subset: one tenth
-    mining_chunk_size: int = 1024
+    triplet_lambda: float = setting(default=0.5, help="triplet: λ of eq. 4 (paper: 0.5).")
+    margin: float = setting(default=0.1, help="triplet: α of eq. 3 (paper: 0.1).")
+    triplet_reduction: str = setting(
+        default="sum", choices=TRIPLET_REDUCTIONS,
+        help="triplet: eq. 3 sums over the batch (paper); mean divides by it.")
+    mining_fraction: float = setting(
+        default=0.1, help="triplet: the per-epoch random subset mined against (paper: a "
+        "tenth).")
+    mining_chunk_size: int = setting(default=1024, help="triplet: anchors per distance matmul.")
 
     # rkd (ours; Park et al. 2019): CE + rkd_lambda * (w_d * L_dist + w_a * L_angle)
-    rkd_lambda: float = 1.0
-    rkd_distance_weight: float = 25.0  # w_d, Park et al. 2019 section 4.2
-    rkd_angle_weight: float = 50.0  # w_a, idem
+    rkd_lambda: float = setting(
+        default=1.0, help="rkd (ours): λ of CE + λ·(w_d·L_dist + w_a·L_angle).")
+    rkd_distance_weight: float = setting(
+        default=25.0, help="rkd (ours): w_d (Park et al. 2019, section 4.2: 25).")
+    rkd_angle_weight: float = setting(
+        default=50.0, help="rkd (ours): w_a (Park et al. 2019, section 4.2: 50).")
 
-    # hint (ours; FitNets, Romero et al. 2015, masked by the student's view)
-    # chosen on validation accuracy among 1, 0.1, 0.01 in the known-answer benchmark (mini)
-    hint_lambda: float = 0.01
-    hint_layer: str | None = None  # None: fer_distill.distill.hint.HINT_LAYERS[arch]
+    # hint (ours; FitNets, Romero et al. 2015, masked by the student's view); λ chosen on
+    # validation accuracy among 1, 0.1, 0.01 in the known-answer benchmark (mini)
+    hint_lambda: float = setting(
+        default=0.01, help="hint (ours): λ of CE + λ·(hint L2 over the visible positions).")
+    hint_layer: str | None = setting(
+        default=None, help="hint (ours): the layer hinted in both networks (default per "
+        "architecture, fer_distill.distill.hint.HINT_LAYERS: relu5 vgg_f, relu5_3 vgg_face, "
+        "res5c_relu resnet50, relu2 mini).")
 
     # fuse
-    svm_c: float = 1.0
-    svm_standardize: bool = False
+    svm_c: float = setting(default=1.0, help="fuse: C of the linear SVM (paper: 1).")
+    svm_standardize: bool = setting(
+        default=False, help="fuse: standardise the embeddings first (paper: not said; off).")
 
     # small runs
-    steps_per_epoch: int | None = None  # default: n_train // batch_size
-    max_train_examples: int | None = None  # a seeded random subset of the training split
+    steps_per_epoch: int | None = setting(
+        default=None, help="Small runs: steps per epoch (default: all).")
+    max_train_examples: int | None = setting(
+        default=None, help="Small runs: train on a seeded random subset of this many images.")
 
     # execution
-    seed: int = 0
-    deterministic: bool = False  # TF op determinism: same machine + versions = same numbers
-    eval_batch_size: int | None = None  # default: batch_size
-    mixed_precision: bool = False
-    # "auto": mixed_float16 on a GPU, mixed_bfloat16 on a CPU (fer_distill.train.execution)
-    mixed_precision_policy: str = "auto"
-    jit_compile: bool = False
-    strategy: str = "default"
-    keep_checkpoints: int = 2  # per-epoch checkpoints kept on disk (VGG-face: 1 GB each)
+    seed: int = setting(default=0, help="Seed of initialisation, data order and mining subsets.")
+    deterministic: bool = setting(
+        default=False, help="TensorFlow op determinism: the same command on the same machine "
+        "and versions gives identical numbers (slower on a GPU).")
+    eval_batch_size: int | None = setting(
+        default=None, help="Batch for evaluation and caching (default: --batch_size).")
+    mixed_precision: bool = setting(
+        default=False, help="Mixed precision (see --mixed_precision_policy).")
+    mixed_precision_policy: str = setting(
+        default="auto", choices=MIXED_PRECISION_POLICIES,
+        help="auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU.")
+    jit_compile: bool = setting(default=False, help="Compile the train step with XLA.")
+    strategy: str = setting(
+        default="default", choices=STRATEGIES,
+        help="default: one device; mirrored: all local GPUs; multi_worker: TF_CONFIG.")
+    keep_checkpoints: int = setting(
+        default=2, help="Per-epoch checkpoints kept on disk (VGG-face: 1 GB each).")
 
     # run control
-    resume: bool = False
-    overwrite: bool = False
-    verbose: int = 1  # Keras progress bars (1), one line per epoch (2), silent (0)
+    resume: bool = setting(default=False, help="Continue an interrupted run from its last epoch.")
+    overwrite: bool = setting(default=False, help="Delete the run in --workdir and train again.")
+    verbose: int = setting(
+        default=1, help="1: progress bars (one line per epoch when the output is not a "
+        "terminal); 2: one line per epoch; 0: quiet.")
 
     # ---------------------------------------------------------------------------------------
 
@@ -296,7 +353,7 @@ class TrainConfig:
         for name, value, allowed in (
             ("stage", self.stage, STAGES), ("arch", self.arch, ARCHITECTURES),
             ("head", self.head, HEAD_RULES), ("teacher_mode", self.teacher_mode, TEACHER_MODES),
-            ("triplet_reduction", self.triplet_reduction, ("sum", "mean")),
+            ("triplet_reduction", self.triplet_reduction, TRIPLET_REDUCTIONS),
             ("mixed_precision_policy", self.mixed_precision_policy, MIXED_PRECISION_POLICIES),
             ("strategy", self.strategy, STRATEGIES),
         ):

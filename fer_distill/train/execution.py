@@ -18,10 +18,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from typing import Iterator
 
 import keras
 import tensorflow as tf
+
+
+def progress(verbose: int) -> int:
+    """Keras' `verbose` for a run's `verbose`: progress bars (1) only on a terminal; in a log
+    (stdout not a TTY) one line per epoch or call (2) instead of escape codes."""
+    if verbose == 1 and not sys.stdout.isatty():
+        return 2
+    return int(verbose)
 
 
 def resolve_policy(mixed_precision: bool, policy: str = "auto") -> str:

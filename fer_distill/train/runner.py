@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from fer_distill.atomic import atomic_path, write_json
+from fer_distill.evaluation import figures
 from fer_distill.train import callbacks as cb
 from fer_distill.train import distillers
 from fer_distill.train import loop
@@ -34,7 +35,7 @@ from fer_distill.train import rundir
 from fer_distill.train.config import (DISTILLATION_STAGES, FINE_TUNING_STAGES,
                                       RUN_CONTROL_FIELDS, TrainConfig)
 from fer_distill.train.execution import (chief_in_tf_config, dtype_policy, is_chief,
-                                         make_strategy, resolve_policy)
+                                         make_strategy, progress, resolve_policy)
 
 EVAL_SPLITS = ("validation", "test")
 # A stream of random numbers of its own for the `max_train_examples` subset.
@@ -107,6 +108,9 @@ def _run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] =
         with strategy.scope():
             student, summary = _fit(config, prepared, loaded, policy, workdir, chief,
                                     decision == "resume", callbacks)
+        if chief:  # before metrics.json, which stays the last file a run writes
+            figures.write_curves(summary["history"], workdir / figures.CURVES_FILE,
+                                 title=f"{config.stage} ({config.arch}) on {prepared.dataset}")
         metrics = _finish(config, prepared, student, summary, workdir, chief,
                           teacher=loaded.get("teacher"))
         if cluster:  # every worker returns once the chief's results are on disk
@@ -321,15 +325,15 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
             loop.fit_distributed(trainer, train.map(to_xy), validation=validation.map(to_xy),
                                  epochs=config.epochs, initial_epoch=initial_epoch,
                                  steps_per_epoch=steps, callbacks=callbacks,
-                                 verbose=config.verbose)
+                                 verbose=progress(config.verbose))
     elif config.epochs > initial_epoch:
         trainer.fit(train.map(to_xy), validation_data=validation.map(to_xy),
                     epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                    callbacks=callbacks, verbose=config.verbose, shuffle=False)
+                    callbacks=callbacks, verbose=progress(config.verbose), shuffle=False)
     summary = {
         "epochs_run": len(checkpoint.history),
         "train_seconds": checkpoint.train_seconds,
-        "final_learning_rate": float(np.asarray(trainer.optimizer.learning_rate)),
+        "final_learning_rate": float(f"{float(np.asarray(trainer.optimizer.learning_rate)):.6g}"),
         "steps_per_epoch": steps,
         "num_train_examples": len(rows),
         "history": checkpoint.history,
@@ -427,7 +431,7 @@ def _finish(config, prepared, student, summary, workdir, chief, teacher=None) ->
     def predict(split):
         made[split] = predict_split(final, prepared, split, config.view,
                                     batch_size=config.eval_batch_size,
-                                    verbose=1 if config.verbose else 0)
+                                    verbose=progress(config.verbose))
         return made[split]
 
     results, paths = _evaluate_splits(config, prepared, workdir, chief, predict)
@@ -457,7 +461,7 @@ def _fuse(config, prepared, loaded, workdir, chief) -> dict:
 
     def features(split, rows):
         return [embed(embedders[name], prepared, split, rows, image_size=size, view=config.view,
-                      batch_size=config.eval_batch_size, verbose=1 if config.verbose else 0)
+                      batch_size=config.eval_batch_size, verbose=progress(config.verbose))
                 for name in ("kd", "triplet")]
 
     rows = _training_rows(config, prepared)

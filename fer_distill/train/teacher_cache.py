@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_distill.atomic import atomic_path, write_json
+from fer_distill.train.execution import progress
 
 FORMAT = "fer_distill.teacher_cache/1"
 
@@ -108,11 +109,11 @@ def teacher_outputs(teacher, prepared, split: str, rows, *, image_size: int, bat
                            training=False, views=("full",), indices=rows)
     images = dataset.map(lambda b: b["full"])
     if embeddings:
-        out = embedding_model(teacher).predict(images, verbose=1 if verbose else 0)
+        out = embedding_model(teacher).predict(images, verbose=progress(verbose))
         logits = np.asarray(out["logits"], dtype=np.float32)
         embedding = np.asarray(out["embedding"], dtype=np.float32)
     else:  # why not the embedding model: FER+'s 4096-d embeddings alone are 410 MB
-        logits = np.asarray(teacher.predict(images, verbose=1 if verbose else 0), np.float32)
+        logits = np.asarray(teacher.predict(images, verbose=progress(verbose)), np.float32)
         embedding = None
     if write:
         with atomic_path(directory, directory=True) as tmp:

@@ -35,7 +35,7 @@ def test_hand_example_soft_term_equal_to_hard_term():
     student = [[0.0, 0.0]]
     teacher = [[tau * math.log(3.0), 0.0]]
     for lam in (0.0, 0.3, 0.7, 1.0):
-        got = kd_loss([0], student, teacher, lam=lam, temperature=tau)
+        got = kd_loss([0], student, teacher, lam=lam, temperature=tau, temperature_squared=False)
         assert got.dtype == tf.float32
         assert float(got) == pytest.approx(math.log(2.0), rel=1e-6)
     got = kd_loss([0], student, teacher, lam=0.7, temperature=tau, temperature_squared=True)
@@ -46,7 +46,8 @@ def test_hand_example_teacher_matters():
     """τ = 1, λ = ½, y = 0, A_S = (ln 3, 0) → softmax (¾, ¼); A_T = (0, 0) → (½, ½).
     Hard: −ln ¾ = ln(4/3) ≈ 0.287682. Soft: −(½ ln ¾ + ½ ln ¼) = ln 4 − ½ ln 3 ≈ 0.836988.
     Loss: ½·0.287682 + ½·0.836988 ≈ 0.562335."""
-    got = kd_loss([0], [[math.log(3.0), 0.0]], [[0.0, 0.0]], lam=0.5, temperature=1.0)
+    got = kd_loss([0], [[math.log(3.0), 0.0]], [[0.0, 0.0]], lam=0.5, temperature=1.0,
+                  temperature_squared=False)
     expected = 0.5 * math.log(4 / 3) + 0.5 * (math.log(4) - 0.5 * math.log(3))
     assert expected == pytest.approx(0.562335, abs=1e-6)
     assert float(got) == pytest.approx(expected, rel=1e-6)
@@ -81,7 +82,7 @@ def test_gradient_is_the_textbook_one_and_teacher_gets_none():
     t = tf.constant(rng.normal(size=(b, k)) * 4, tf.float32)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([s, t])
-        loss = kd_loss(labels, s, t, lam=lam, temperature=tau)
+        loss = kd_loss(labels, s, t, lam=lam, temperature=tau, temperature_squared=False)
     grad_s, grad_t = tape.gradient(loss, [s, t])
     assert grad_t is None
     onehot = np.eye(k)[labels]
@@ -95,9 +96,11 @@ def test_float16_logits_give_a_float32_loss_from_float32_arithmetic():
     labels = rng.integers(0, 8, 8)
     s16 = rng.normal(scale=8, size=(8, 8)).astype(np.float16)
     t16 = rng.normal(scale=60, size=(8, 8)).astype(np.float16)
-    got = kd_loss(labels, tf.constant(s16), tf.constant(t16))
+    got = kd_loss(labels, tf.constant(s16), tf.constant(t16), lam=0.7, temperature=20.0,
+                  temperature_squared=False)
     assert got.dtype == tf.float32
-    reference = kd_loss(labels, s16.astype(np.float32), t16.astype(np.float32))
+    reference = kd_loss(labels, s16.astype(np.float32), t16.astype(np.float32), lam=0.7,
+                        temperature=20.0, temperature_squared=False)
     assert float(got) == float(reference)
     expected = _loop_kd(labels, s16.astype(np.float64), t16.astype(np.float64), 0.7, 20.0, False)
     assert float(got) == pytest.approx(expected.mean(), rel=1e-5)
@@ -105,7 +108,8 @@ def test_float16_logits_give_a_float32_loss_from_float32_arithmetic():
 
 def test_stable_for_extreme_logits():
     """log_softmax, not log(softmax): a 1e4 logit gap would give log(0) = -inf otherwise."""
-    got = kd_loss([1, 0], [[1e4, -1e4], [0.0, 3e4]], [[-5e4, 5e4], [1e5, 0.0]], temperature=1.0)
+    got = kd_loss([1, 0], [[1e4, -1e4], [0.0, 3e4]], [[-5e4, 5e4], [1e5, 0.0]], temperature=1.0,
+                  lam=0.7, temperature_squared=False)
     assert np.isfinite(float(got))
     # Student certain and wrong on both by 2e4 and 3e4; teacher certain of the other class.
     assert float(got) == pytest.approx((2e4 + 3e4) / 2, rel=1e-6)
@@ -116,10 +120,11 @@ def test_xla_matches_eager_and_column_labels_accepted():
     labels = rng.integers(0, 8, (6, 1)).astype(np.int64)
     s = rng.normal(size=(6, 8)).astype(np.float32)
     t = rng.normal(size=(6, 8)).astype(np.float32) * 10
-    eager = kd_loss(labels, s, t)
-    compiled = tf.function(kd_loss, jit_compile=True)(labels, s, t)
+    paper = dict(lam=0.7, temperature=20.0, temperature_squared=False)
+    eager = kd_loss(labels, s, t, **paper)
+    compiled = tf.function(kd_loss, jit_compile=True)(labels, s, t, **paper)
     np.testing.assert_allclose(float(compiled), float(eager), rtol=1e-6)
-    assert float(eager) == pytest.approx(float(kd_loss(labels[:, 0], s, t)))
+    assert float(eager) == pytest.approx(float(kd_loss(labels[:, 0], s, t, **paper)))
 
 
 @pytest.mark.parametrize(
@@ -132,13 +137,16 @@ def test_xla_matches_eager_and_column_labels_accepted():
 )
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        kd_loss([0], [[0.0, 1.0]], [[0.0, 1.0]], **kwargs)
+        kd_loss([0], [[0.0, 1.0]], [[0.0, 1.0]],
+                **{"lam": 0.7, "temperature": 20.0, "temperature_squared": False, **kwargs})
 
 
 def test_bad_shapes_and_labels_are_named():
     with pytest.raises(ValueError, match="integer"):
-        kd_loss([0.0], [[0.0, 1.0]], [[0.0, 1.0]])
+        kd_loss([0.0], [[0.0, 1.0]], [[0.0, 1.0]], lam=0.7, temperature=20.0,
+                temperature_squared=False)
     with pytest.raises(ValueError, match="same shape"):
-        kd_loss([0], [[0.0, 1.0]], [[0.0, 1.0, 2.0]])
+        kd_loss([0], [[0.0, 1.0]], [[0.0, 1.0, 2.0]], lam=0.7, temperature=20.0,
+                temperature_squared=False)
     with pytest.raises(ValueError, match=r"\(B, K\)"):
-        kd_loss([0], [0.0, 1.0], [0.0, 1.0])
+        kd_loss([0], [0.0, 1.0], [0.0, 1.0], lam=0.7, temperature=20.0, temperature_squared=False)

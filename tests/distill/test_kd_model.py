@@ -83,7 +83,8 @@ def _train(networks, data, *, live: bool, jit: bool = False, policy: str = "floa
         student = under_policy(student, policy)
         teacher = under_policy(teacher, policy)
         table = None if live else teacher.predict(data["full"], verbose=0)
-        model = KDModel(student, teacher if live else None, train_logits=table)
+        model = KDModel(student, teacher if live else None, train_logits=table, lam=0.7,
+                        temperature=20.0, temperature_squared=False)
         model.compile(optimizer=keras.optimizers.SGD(LR, momentum=0.9), jit_compile=jit)
         log = StepLosses()
         model.fit(_dataset(data, live), epochs=epochs, callbacks=[log], verbose=0,
@@ -123,14 +124,17 @@ def test_loss_pairs_each_student_view_with_the_teacher_output_of_the_same_image(
     # outputs are uniform (CE(q, uniform) = ln 8 for every q)
     student = _spread(student, data["occluded"])
     table = teacher.predict(data["full"], verbose=0)
-    model = KDModel(student, None, train_logits=table, lam=0.7, temperature=20.0)
+    model = KDModel(student, None, train_logits=table, lam=0.7, temperature=20.0,
+                    temperature_squared=False)
     order = np.random.default_rng(3).permutation(N)[:BATCH]
     x = {"image": data["occluded"][order], "index": data["index"][order]}
     y = data["label"][order]
     loss = model.compute_loss(x, y, model(x), training=True)
-    expected = kd_loss(y, student(data["occluded"][order]), teacher(data["full"][order]))
+    expected = kd_loss(y, student(data["occluded"][order]), teacher(data["full"][order]), lam=0.7,
+                       temperature=20.0, temperature_squared=False)
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
-    wrong = kd_loss(y, student(data["occluded"][order]), teacher(data["full"][order[::-1]]))
+    wrong = kd_loss(y, student(data["occluded"][order]), teacher(data["full"][order[::-1]]),
+                    lam=0.7, temperature=20.0, temperature_squared=False)
     assert abs(float(wrong) - float(expected)) > 1e-3  # the test can tell a wrong pairing
 
 
@@ -138,7 +142,8 @@ def test_a_few_steps_lower_the_kd_loss(networks, data):
     student_weights, teacher = networks
     student = mini(8, 32)
     student.set_weights(student_weights)
-    model = KDModel(student, None, train_logits=teacher.predict(data["full"], verbose=0))
+    model = KDModel(student, None, train_logits=teacher.predict(data["full"], verbose=0), lam=0.7,
+                    temperature=20.0, temperature_squared=False)
     model.compile(optimizer=keras.optimizers.SGD(LR, momentum=0.9))
     batch = next(iter(_dataset(data, live=False)))
     before = float(model.compute_loss(batch[0], batch[1], model(batch[0])))
@@ -149,7 +154,7 @@ def test_a_few_steps_lower_the_kd_loss(networks, data):
 
 def test_missing_table_and_teacher_is_a_clear_error(networks, data):
     student = mini(8, 32)
-    model = KDModel(student, None)
+    model = KDModel(student, None, lam=0.7, temperature=20.0, temperature_squared=False)
     x = {"image": data["occluded"][:2], "index": data["index"][:2]}
     with pytest.raises(ValueError, match="teacher must run live"):
         model.compute_loss(x, data["label"][:2], model(x))

@@ -25,15 +25,19 @@ def _loop_triplet(a, p, n, margin, mask=None):
 
 
 def test_hand_example():
-    assert float(triplet_loss(ANCHOR, POSITIVE, NEGATIVE)) == pytest.approx(4.2, rel=1e-6)
-    assert float(triplet_loss(ANCHOR, POSITIVE, NEGATIVE, reduction="mean")) == pytest.approx(1.4)
+    assert float(triplet_loss(ANCHOR, POSITIVE, NEGATIVE, margin=0.1,
+                              reduction="sum")) == pytest.approx(4.2, rel=1e-6)
+    assert float(triplet_loss(ANCHOR, POSITIVE, NEGATIVE, reduction="mean",
+                              margin=0.1)) == pytest.approx(1.4)
     mask = [True, True, False]
-    assert float(triplet_loss(ANCHOR, POSITIVE, NEGATIVE, mask=mask)) == pytest.approx(4.1)
+    assert float(triplet_loss(ANCHOR, POSITIVE, NEGATIVE, mask=mask, margin=0.1,
+                              reduction="sum")) == pytest.approx(4.1)
     assert float(
-        triplet_loss(ANCHOR, POSITIVE, NEGATIVE, reduction="mean", mask=mask)
+        triplet_loss(ANCHOR, POSITIVE, NEGATIVE, reduction="mean", mask=mask, margin=0.1)
     ) == pytest.approx(2.05)
     np.testing.assert_allclose(
-        triplet_loss(ANCHOR, POSITIVE, NEGATIVE, reduction="none").numpy(), [4.1, 0.0, 0.1],
+        triplet_loss(ANCHOR, POSITIVE, NEGATIVE, reduction="none", margin=0.1).numpy(),
+        [4.1, 0.0, 0.1],
         rtol=1e-6,
     )
 
@@ -46,7 +50,7 @@ def test_matches_numpy_loop_on_random_embeddings(margin):
     for m in (None, mask):
         expected = _loop_triplet(a, p, n, margin, m)
         count = 32 if m is None else mask.sum()
-        got_sum = triplet_loss(a, p, n, margin=margin, mask=m)
+        got_sum = triplet_loss(a, p, n, margin=margin, mask=m, reduction="sum")
         got_mean = triplet_loss(a, p, n, margin=margin, reduction="mean", mask=m)
         got_none = triplet_loss(a, p, n, margin=margin, reduction="none", mask=m)
         assert expected.sum() > 0  # the test would be vacuous with every hinge at 0
@@ -62,7 +66,7 @@ def test_gradient_finite_when_anchor_equals_positive_or_negative():
     p = tf.Variable([[1.0, 2.0, 3.0], [3.0, 3.0, 3.0]])  # row 0: Δ(a, p) = 0
     n = tf.Variable([[4.0, 6.0, 3.0], [0.5, 0.5, 0.5]])  # row 1: Δ(a, n) = 0
     with tf.GradientTape() as tape:
-        loss = triplet_loss(a, p, n, margin=0.1)
+        loss = triplet_loss(a, p, n, margin=0.1, reduction="sum")
     grads = tape.gradient(loss, [a, p, n])
     for g in grads:
         assert np.all(np.isfinite(g.numpy()))
@@ -89,19 +93,20 @@ def test_mask_cuts_value_and_gradient_of_masked_triplets():
     a = tf.Variable([[0.0, 0.0], [1.0, 1.0]])
     with tf.GradientTape() as tape:
         loss = triplet_loss(a, [[3.0, 4.0], [9.0, 9.0]], [[0.0, 1.0], [1.0, 1.5]],
-                            mask=[True, False])
+                            mask=[True, False], margin=0.1, reduction="sum")
     g = tape.gradient(loss, a).numpy()
     assert float(loss) == pytest.approx(4.1)
     np.testing.assert_array_equal(g[1], [0.0, 0.0])
     assert np.all(g[0] != 0.0)
-    none_kept = triplet_loss(ANCHOR, POSITIVE, NEGATIVE, reduction="mean", mask=[0, 0, 0])
+    none_kept = triplet_loss(ANCHOR, POSITIVE, NEGATIVE, reduction="mean", mask=[0, 0, 0],
+                             margin=0.1)
     assert float(none_kept) == 0.0
 
 
 def test_float16_inputs_give_float32_and_xla_matches_eager():
     rng = np.random.default_rng(1)
     a, p, n = (rng.normal(size=(8, 16)).astype(np.float16) for _ in range(3))
-    got = triplet_loss(tf.constant(a), tf.constant(p), tf.constant(n))
+    got = triplet_loss(tf.constant(a), tf.constant(p), tf.constant(n), margin=0.1, reduction="sum")
     assert got.dtype == tf.float32
     expected = _loop_triplet(a.astype(np.float64), p.astype(np.float64), n.astype(np.float64), 0.1)
     np.testing.assert_allclose(float(got), expected.sum(), rtol=1e-5)
@@ -109,16 +114,17 @@ def test_float16_inputs_give_float32_and_xla_matches_eager():
     compiled = tf.function(triplet_loss, jit_compile=True)
     for reduction in ("sum", "mean"):
         np.testing.assert_allclose(
-            float(compiled(a, p, n, reduction=reduction, mask=mask)),
-            float(triplet_loss(a, p, n, reduction=reduction, mask=mask)),
+            float(compiled(a, p, n, margin=0.1, reduction=reduction, mask=mask)),
+            float(triplet_loss(a, p, n, reduction=reduction, mask=mask, margin=0.1)),
             rtol=1e-6,
         )
 
 
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="reduction"):
-        triplet_loss(ANCHOR, POSITIVE, NEGATIVE, reduction="max")
+        triplet_loss(ANCHOR, POSITIVE, NEGATIVE, reduction="max", margin=0.1)
     with pytest.raises(ValueError, match="negative"):
-        triplet_loss(ANCHOR, POSITIVE, [[0.0, 1.0, 2.0]])
+        triplet_loss(ANCHOR, POSITIVE, [[0.0, 1.0, 2.0]], margin=0.1, reduction="sum")
     with pytest.raises(ValueError, match="mask"):
-        triplet_loss(ANCHOR, POSITIVE, NEGATIVE, mask=[[True, True, True]])
+        triplet_loss(ANCHOR, POSITIVE, NEGATIVE, mask=[[True, True, True]], margin=0.1,
+                     reduction="sum")

@@ -54,7 +54,7 @@ def _model(networks, prepared, *, policy="float32", jit=False, reduction="sum", 
         student.set_weights(student_weights)
         student = under_policy(student, policy)
         model = TripletModel(student, source_shape=prepared.image_shape, image_size=32,
-                             reduction=reduction)
+                             reduction=reduction, lam=0.5, margin=0.1)
         optimizer = keras.optimizers.SGD(LR, momentum=0.9)
         if policy == "mixed_float16":
             # why 16, not Keras' 2**15: eq. 4 is ~30 here, and 30 * 2**15 overflows float16,
@@ -146,7 +146,8 @@ def test_gradient_flows_through_anchor_and_negative_embeddings(networks, prepare
         raw = tf.gather(model.pool_images, tf.maximum(mined.negative_index, 0))
         negative = tf.stop_gradient(
             model.embedder(to_view(raw, 32, "lower_half_visible"))["embedding"])
-        anchor_only = triplet_loss(anchor, mined.positive_emb, negative, mask=mined.valid)
+        anchor_only = triplet_loss(anchor, mined.positive_emb, negative, mask=mined.valid,
+                                   margin=0.1, reduction="sum")
     assert float(through_both) == pytest.approx(float(anchor_only), rel=1e-5)
     def dense(gradients):  # fc8 plays no part in eq. 3: its gradient is None
         return [tf.zeros(v.shape) if g is None else g for g, v in zip(gradients, variables)]

@@ -51,6 +51,8 @@ def test_matches_the_papers_own_table(table, shared_dir):
 
 
 def test_matches_notes(table, shared_dir):
+    if not (shared_dir / "NOTES.md").is_file():  # the project's own notes; a user has none
+        pytest.skip("NOTES.md not found")
     notes = (shared_dir / "NOTES.md").read_text(encoding="utf-8")
     section = notes[notes.index("Table I (accuracy"):]
     rows = [line for line in section.splitlines() if re.match(r"\| .+ \| [○◐◑] \|", line)]

@@ -18,6 +18,7 @@ import pytest
 from scipy import stats
 
 from fer_distill.evaluation import evaluate as ev
+from fer_distill.evaluation import figures
 from fer_distill.evaluation import paper_table as pt
 from fer_distill.evaluation import report as rp
 from fer_distill.evaluation.predictions import save_predictions
@@ -181,6 +182,19 @@ def test_chi_square_variant_is_named_and_used(tree):
     assert kd["mcnemar"]["pvalue"] == pytest.approx(stats.chi2.sf(statistic, 1))
     assert "chi-square" in report["mcnemar"]["method"]
     assert "chi-square" in rp.render_markdown(report)
+
+
+def test_columns_are_explained_and_each_runs_curves_linked(tree, tmp_path):
+    figures.write_curves([{"epoch": 1, "loss": 1.0, "val_loss": 1.2}],
+                         tree / "ferplus_vgg_face_kd" / figures.CURVES_FILE)
+    _, markdown = rp.make_report(rp.ReportConfig(runs=str(tree), output=str(tmp_path / "out")))
+    assert "Δ = ours − paper, in points" in markdown
+    assert "b = images the student baseline [1] gets right" in markdown
+    assert "| c (distilled right only) | p | † |" in markdown  # exact: min(b, c) not repeated
+    link = "../runs/ferplus_vgg_face_kd/training_curves.png"
+    assert f"[{link}]({link})" in markdown
+    chi2 = rp.render_markdown(rp.build_report(rp.ReportConfig(runs=str(tree), exact=False)))
+    assert "| c (distilled right only) | χ² | p | † |" in chi2
 
 
 def test_demo_runs_get_their_own_table_and_a_plain_warning(tree):

@@ -42,4 +42,4 @@ def test_distiller_flagfiles(dataset, arch, stage):
         assert getattr(config, key) == kd[key], key
     if stage == "hint":
         assert config.hint_layer == HINT_LAYERS[arch]
-    assert dataclasses.replace(config.resolved(), eval_batch_size=None) == config
+    assert dataclasses.replace(config.resolved(), eval_batch_size=None, view=None) == config

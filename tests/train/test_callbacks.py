@@ -32,6 +32,16 @@ def test_rate_falls_tenfold_after_patience_epochs_without_a_better_error_down_to
     assert rates == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001, 0.001, 0.001])
 
 
+def test_a_reduced_rate_is_printed_rounded_once(capsys):
+    schedule = PlateauSchedule(patience=1, min_lr=1e-3, verbose=1)
+    schedule.set_model(_Owner(0.01))
+    schedule.on_train_begin()
+    _epochs(schedule, [0.5, 0.5, 0.5, 0.5])  # float32 0.001 is 0.0009999999776482583
+    printed = capsys.readouterr().out
+    assert printed == ("Epoch 2: no better val_accuracy in 1 epochs; learning rate 0.01 -> "
+                       "0.001\n")  # at the floor (epochs 3, 4) nothing changes, nothing printed
+
+
 def test_state_survives_on_train_begin():
     first = PlateauSchedule(patience=3, min_lr=0.0, verbose=0)
     first.set_model(_Owner(0.1))

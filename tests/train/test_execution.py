@@ -1,11 +1,14 @@
 """Precision policy and strategy choices (the two-replica run is in test_strategy.py)."""
 from __future__ import annotations
 
+import sys
+
 import keras
 import pytest
 import tensorflow as tf
 
-from fer_distill.train.execution import dtype_policy, is_chief, make_strategy, resolve_policy
+from fer_distill.train.execution import (dtype_policy, is_chief, make_strategy, progress,
+                                         resolve_policy)
 
 
 def test_policy_resolution():
@@ -57,3 +60,10 @@ def test_the_chief_is_read_from_tf_config(monkeypatch, task, cluster, chief):
     else:
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
     assert chief_in_tf_config() is chief
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert [progress(v) for v in (0, 1, 2)] == [0, 2, 2]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert [progress(v) for v in (0, 1, 2)] == [0, 1, 2]

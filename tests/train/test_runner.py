@@ -127,7 +127,8 @@ def test_a_few_steps_of_each_stage_lower_the_loss(trained_runs, demo_data, stage
         teacher = _logits(_load(trained_runs["teacher"] / "model.keras"), prepared, "full")
 
         def loss(path):
-            return float(kd_loss(labels, _logits(_load(path), prepared, view), teacher))
+            return float(kd_loss(labels, _logits(_load(path), prepared, view), teacher, lam=0.7,
+                                 temperature=20.0, temperature_squared=False))
     else:
         def loss(path):
             return float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
