@@ -75,7 +75,7 @@ METHODS = {
 }
 CONTROLS = ("kd_lambda0", "kd_shuffled")
 TABLE_HEADER = ("| method | what | val acc | test acc | Δ test acc (p) | test KL | Δ KL (p) "
-                "| test agreement | McNemar b/c, p | Δ test acc vs λ = 0 (p) |",
+                "| test agreement | McNemar b/c, p | Δ test acc vs λ = 0 (p); McNemar b/c, p |",
                 "|---|---|---|---|---|---|---|---|---|---|")
 PRETRAIN_SEED = 1000  # data and initialisation of the shared pretrained network
 
@@ -181,12 +181,38 @@ def run_benchmark(workdir, *, seeds, regimes, methods, scale, deterministic, log
     return results
 
 
-def _stats(results):
-    """Per regime and method: mean ± sd and the tests against the baseline."""
+def _against(records, reference, suffix) -> dict:
+    """Paired differences of test accuracy and KL over seeds (mean, sd, t-test p) and McNemar's
+    exact test on the pooled test images, of `records` against `reference` (one per seed)."""
     import numpy as np
     from scipy import stats
 
     from fer_distill.evaluation.mcnemar import mcnemar_test
+
+    row = {}
+    for key in ("accuracy", "kl"):
+        ours = np.array([r["test"][key] for r in records])
+        theirs = np.array([r["test"][key] for r in reference])
+        diff = ours - theirs
+        p = (float(stats.ttest_rel(ours, theirs).pvalue)
+             if len(diff) > 1 and diff.std() > 0 else float("nan"))
+        row[f"delta{suffix}_test_{key}"] = (float(diff.mean()),
+                                            float(diff.std(ddof=1)) if len(diff) > 1 else 0.0, p)
+
+    def pooled(group, key):
+        return np.concatenate([r["test_predictions"][key] for r in group])
+
+    result = mcnemar_test(pooled(reference, "label"), pooled(reference, "pred"),
+                          pooled(records, "pred"), labels_b=pooled(records, "label"),
+                          index_a=pooled(reference, "index"), index_b=pooled(records, "index"))
+    row[f"mcnemar{suffix}"] = {"b": result.b, "c": result.c, "p": result.pvalue}
+    return row
+
+
+def _stats(results):
+    """Per regime and method: mean ± sd and the tests against the baseline (and against the
+    λ = 0 run, where there is one)."""
+    import numpy as np
 
     table = {}
     for regime, by_method in results.items():
@@ -203,33 +229,11 @@ def _stats(results):
             row["teacher_test_accuracy"] = float(np.mean(
                 [r["teacher_test_accuracy"] for r in records]))
             if base is not None and method != "baseline":
-                for key in ("accuracy", "kl"):
-                    ours = np.array([r["test"][key] for r in records])
-                    theirs = np.array([r["test"][key] for r in base])
-                    diff = ours - theirs
-                    p = (float(stats.ttest_rel(ours, theirs).pvalue)
-                         if len(diff) > 1 and diff.std() > 0 else float("nan"))
-                    row[f"delta_test_{key}"] = (float(diff.mean()),
-                                                float(diff.std(ddof=1)) if len(diff) > 1
-                                                else 0.0, p)
-                def pooled(group, key):
-                    return np.concatenate([r["test_predictions"][key] for r in group])
-
-                result = mcnemar_test(pooled(base, "label"), pooled(base, "pred"),
-                                      pooled(records, "pred"), labels_b=pooled(records, "label"),
-                                      index_a=pooled(base, "index"),
-                                      index_b=pooled(records, "index"))
-                row["mcnemar"] = {"b": result.b, "c": result.c, "p": result.pvalue}
+                row.update(_against(records, base, ""))
             lam0 = by_method.get("kd_lambda0")
             if lam0 is not None and method not in ("baseline", "kd_lambda0"):
                 # the distillation effect proper: the same stage and epochs without a teacher
-                ours = np.array([r["test"]["accuracy"] for r in records])
-                theirs = np.array([r["test"]["accuracy"] for r in lam0])
-                diff = ours - theirs
-                p = (float(stats.ttest_rel(ours, theirs).pvalue)
-                     if len(diff) > 1 and diff.std() > 0 else float("nan"))
-                row["delta_vs_lambda0_test_accuracy"] = (
-                    float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0, p)
+                row.update(_against(records, lam0, "_vs_lambda0"))
             table[regime][method] = row
     return table
 
@@ -315,6 +319,7 @@ def render(table, *, seeds, methods, scale_name, seconds, command, load) -> str:
             dkl = row.get("delta_test_kl")
             mc = row.get("mcnemar")
             vs0 = row.get("delta_vs_lambda0_test_accuracy")
+            mc0 = row.get("mcnemar_vs_lambda0")
             out.append("| " + " | ".join([
                 f"`{method}`", METHODS[method][2], _pm(row["validation_accuracy"]),
                 _pm(row["test_accuracy"]),
@@ -325,7 +330,8 @@ def render(table, *, seeds, methods, scale_name, seconds, command, load) -> str:
                 _pm(row["test_agreement"], 100.0, 1),
                 "-" if mc is None else f"{mc['b']}/{mc['c']}, p = {mc['p']:.3g}",
                 "-" if vs0 is None else f"{100 * vs0[0]:+.2f} ± {100 * vs0[1]:.2f} "
-                                        f"(p = {vs0[2]:.3g})"]) + " |")
+                                        f"(p = {vs0[2]:.3g}); {mc0['b']}/{mc0['c']}, "
+                                        f"p = {mc0['p']:.3g}"]) + " |")
     return "\n".join(lines + out) + "\n"
 
 
