@@ -58,6 +58,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from fer_distill import rundir
 from fer_distill.atomic import write_json, write_text
 
 STAGES = ("prepare", "teacher", "student", "eyes", "kd", "triplet", "fuse", "evaluate",
@@ -304,7 +305,7 @@ class Layout:
         return self.root / "runs" / self.dataset / self.arch / stage
 
     def model(self, stage: str) -> Path:
-        return self.run(stage) / "model.keras"
+        return self.run(stage) / rundir.MODEL
 
     def flagfile(self, name: str) -> Path:
         return self.root / "flags" / f"{self.dataset}_{self.arch}_{name}.flags"
@@ -504,7 +505,7 @@ class Reproduction:
         workdir = root / "run"
         run(TrainConfig(stage="teacher", arch=self.config.arch, data=str(data),
                         workdir=str(workdir), seed=int(spec["seed"]),
-                        resume=(workdir / "config.json").is_file(),
+                        resume=rundir.is_run(workdir),
                         verbose=self.config.verbose,
                         # "*" overrides (a shorter run) reach the pretraining too
                         **{**dict(spec.get("train", {})), **self.config.overrides.get("*", {})}))
@@ -543,7 +544,7 @@ class Reproduction:
                 return None
             wiring["init"] = imported or config.pretrained
             if wiring["init"] is None and self.demo_pretrains:
-                wiring["init"] = str(self.layout.pretrained / "run" / "model.keras")
+                wiring["init"] = str(self.layout.pretrained / "run" / rundir.MODEL)
                 values.setdefault("head", "new")  # the paper's fresh 8-way fc8
         elif stage in ("kd", "triplet"):
             wiring["teacher"] = str(layout.model("teacher"))
@@ -567,7 +568,6 @@ class Reproduction:
 
     def _train(self, stage: str) -> dict[str, Any]:
         from fer_distill.train import run
-        from fer_distill.train.config import RUN_CONTROL_FIELDS, load_config
 
         train_config = self.train_config(stage)
         if train_config is None:
@@ -577,11 +577,10 @@ class Reproduction:
         workdir = Path(train_config.workdir)
         flagfile = self.layout.flagfile(stage)
         resolved = train_config.resolved()
-        finished = (workdir / "metrics.json").is_file()
+        finished = rundir.is_finished(workdir)
         if finished:
-            recorded = load_config(workdir / "config.json").resolved()
-            differences = {k: v for k, v in resolved.differences(recorded).items()
-                           if v[0] is not None and k not in RUN_CONTROL_FIELDS}
+            differences = rundir.setting_differences(
+                resolved, rundir.recorded_config(resolved, workdir))
             if differences:
                 listed = "; ".join(f"{k}: {new!r} now, {old!r} in the run"
                                    for k, (new, old) in sorted(differences.items()))
@@ -596,12 +595,12 @@ class Reproduction:
             f"alone with:\n  python -m experiments.train --flagfile={flagfile}")))
         self._provenance(workdir, flagfile)
         if finished:
-            metrics = json.loads((workdir / "metrics.json").read_text(encoding="utf-8"))
+            metrics = rundir.finished_metrics(workdir)
             self._say(f"   {workdir}: finished earlier (test accuracy "
                       f"{100 * metrics['test']['accuracy']:.2f}%); not re-run")
             return {"status": "finished earlier", "run": str(workdir),
                     "test_accuracy": metrics["test"]["accuracy"]}
-        resume = (workdir / "config.json").is_file()
+        resume = rundir.is_run(workdir)
         if resume:
             self._say(f"   {workdir}: interrupted earlier; resuming from its last checkpoint")
         train_config = dataclasses.replace(train_config, resume=resume)
@@ -638,7 +637,7 @@ class Reproduction:
         done, skipped, missing = [], [], []
         for stage in TRAINING_STAGES:
             run_dir = self.layout.run(stage)
-            metrics = run_dir / "metrics.json"
+            metrics = run_dir / rundir.METRICS
             if not metrics.is_file():
                 missing.append(stage)
                 continue
@@ -683,7 +682,7 @@ class Reproduction:
         Grad-CAM on the first test face of each class. An extra: a failure is printed and
         recorded, and the report is still written."""
         for stage in ("fuse", "kd"):
-            if (self.layout.run(stage) / "metrics.json").is_file():
+            if rundir.is_finished(self.layout.run(stage)):
                 break
         else:
             return {"status": "no finished fuse or kd run"}
@@ -721,7 +720,7 @@ class Reproduction:
 
 def _batch_size(run_dir: Path) -> int:
     try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((run_dir / rundir.CONFIG).read_text(encoding="utf-8"))
         return int(config.get("eval_batch_size") or config.get("batch_size") or 64)
     except (OSError, ValueError, TypeError):
         return 64

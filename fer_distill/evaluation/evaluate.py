@@ -38,13 +38,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from fer_distill import rundir
 from fer_distill.atomic import read_json, write_json
 from fer_distill.data.prepared import SPLITS
 from fer_distill.evaluation import metrics as metrics_lib
 from fer_distill.evaluation.predictions import (load_predictions, predict_split,
                                                 predictions_path, save_predictions, softmax)
-from fer_distill.train import rundir
-from fer_distill.train.rundir import student_model_file
 
 FORMAT = "fer_distill.evaluation/1"
 EVALUATION_DIR = "evaluation"
@@ -157,14 +156,6 @@ def confusion_paths(output: str | os.PathLike, split: str, view: str) -> tuple[P
     return base.with_suffix(".csv"), base.with_suffix(".png")
 
 
-def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """RUN/config.json as a dict, with errors that name the file."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
-    return read_json(path, what="run config")
-
-
 def _load_network(path: Path):
     from fer_distill.models import load_model
 
@@ -180,7 +171,7 @@ def open_model(path: str | os.PathLike) -> Evaluable:
     if path.is_file():
         model = _load_network(path)
         run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
-        config = read_run_config(run_dir) if run_dir is not None else {}
+        config = rundir.read_config(run_dir) if run_dir is not None else {}
         if run_dir is not None and path.name == MODEL_FILE:
             _require_finished(run_dir)
         return Evaluable(
@@ -188,7 +179,7 @@ def open_model(path: str | os.PathLike) -> Evaluable:
             stage=config.get("stage"), arch=config.get("arch") or _architecture(model),
             dataset=config.get("dataset"), view=config.get("view"), data=config.get("data"),
             class_names=_names(config), files=(path,))
-    config = read_run_config(path)
+    config = rundir.read_config(path)
     _require_finished(path)
     common = dict(path=path, run_dir=path, stage=config.get("stage"), arch=config.get("arch"),
                   dataset=config.get("dataset"), view=config.get("view"),
@@ -199,7 +190,7 @@ def open_model(path: str | os.PathLike) -> Evaluable:
 
         svm = FusionSVM.load(path / FUSION_DIR)
         references = _student_references(config, path)
-        files = [student_model_file(str(ref), path, key) for key, ref in references]
+        files = [rundir.student_model_file(str(ref), path, key) for key, ref in references]
         students = tuple(_load_network(f) for f in files)
         from fer_distill.models import embedding_layer
 
@@ -235,7 +226,7 @@ def _names(config: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 
 def _require_finished(run_dir: Path) -> None:
-    if not (run_dir / METRICS_FILE).is_file():
+    if not rundir.is_finished(run_dir):
         raise ValueError(
             f"{run_dir}: the run has not finished (no {METRICS_FILE}), so its model may be a "
             "half-trained one; finish it first (experiments.train --resume), or evaluate a "

@@ -21,11 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fer_distill.atomic import read_json
+from fer_distill import rundir
 from fer_distill.data.classes import CLASS_NAMES
 from fer_distill.data.occlusion import resolve_view
-from fer_distill.train import rundir
-from fer_distill.train.rundir import student_model_file
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +98,7 @@ class Servable:
 
 
 def _read_config(run: Path) -> dict[str, Any]:
-    return read_json(run / CONFIG_FILE, what="run config")
+    return rundir.read_config(run)
 
 
 def _choose_view(view: str | None, recorded: str | None, where: str) -> str:
@@ -214,8 +212,10 @@ def load_servable(path: str | os.PathLike, *, view: str | None = None,
             _warn_unfinished(path)
             if kd_student is None or triplet_student is None:
                 (kd_key, kd_ref), (tr_key, tr_ref) = _student_references(config, path)
-                kd_student = kd_student or student_model_file(str(kd_ref), path, kd_key)
-                triplet_student = triplet_student or student_model_file(str(tr_ref), path, tr_key)
+                kd_student = kd_student or rundir.student_model_file(str(kd_ref), path,
+                                                                     kd_key)
+                triplet_student = triplet_student or rundir.student_model_file(
+                    str(tr_ref), path, tr_key)
             return load_fusion(path / FUSION_DIR, kd_student, triplet_student, view=chosen,
                                class_names=_class_names(config),
                                source={**source, "kd_student": str(kd_student),

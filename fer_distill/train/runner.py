@@ -1,4 +1,4 @@
-"""`run(config)`: one stage of the paper into one run directory (fer_distill.train.rundir).
+"""`run(config)`: one stage of the paper into one run directory (fer_distill.rundir).
 
 Order of work, and why:
 0. One process at a time: the run directory's lock (rundir.writing) is held throughout.
@@ -25,15 +25,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fer_distill import rundir
 from fer_distill.atomic import atomic_path, write_json
 from fer_distill.train import callbacks as cb
 from fer_distill.train import loop
 from fer_distill.train import networks as nets
-from fer_distill.train import rundir
 from fer_distill.train.config import (DISTILLATION_STAGES, FINE_TUNING_STAGES,
                                       RUN_CONTROL_FIELDS, TrainConfig)
-from fer_distill.train.execution import (chief_in_tf_config, dtype_policy, is_chief,
-                                         make_strategy, resolve_policy)
+from fer_distill.train.execution import (chief_in_tf_config, dtype_policy, environment,
+                                         is_chief, make_strategy, resolve_policy)
 
 EVAL_SPLITS = ("validation", "test")
 # A stream of random numbers of its own for the `max_train_examples` subset.
@@ -99,8 +99,8 @@ def _run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] =
                 "class_names": list(prepared.class_names), "dtype_policy": policy,
                 "num_train_examples": len(_training_rows(config, prepared)),
                 "init_info": loaded.get("init_info")})
-            environment = rundir.environment(seed=config.seed, policy=policy, strategy=strategy)
-            _write_environment(workdir, environment, resumed=decision == "resume")
+            process = environment(seed=config.seed, policy=policy, strategy=strategy)
+            _write_environment(workdir, process, resumed=decision == "resume")
         if config.stage == "fuse":
             return _fuse(config, prepared, loaded, workdir, chief)
         with strategy.scope():
