@@ -40,10 +40,15 @@ import numpy as np
 
 from fer_distill import rundir
 from fer_distill.atomic import read_json, write_json
-from fer_distill.data.prepared import SPLITS
+from fer_distill.data.occlusion import VIEWS
+from fer_distill.data.pipeline import make_dataset
+from fer_distill.data.prepared import SPLITS, read_prepared
+from fer_distill.distill.fusion import CONFIG_FILE as SVM_CONFIG
+from fer_distill.distill.fusion import FusionSVM
 from fer_distill.evaluation import metrics as metrics_lib
-from fer_distill.evaluation.predictions import (load_predictions, predict_split,
+from fer_distill.evaluation.predictions import (_input_size, load_predictions, predict_split,
                                                 predictions_path, save_predictions, softmax)
+from fer_distill.models import architecture_of, embedding_layer, embedding_model, load_model
 
 FORMAT = "fer_distill.evaluation/1"
 EVALUATION_DIR = "evaluation"
@@ -85,8 +90,6 @@ class EvaluateConfig:
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def check(self) -> None:
-        from fer_distill.data.occlusion import VIEWS
-
         if not self.model:
             raise ValueError("evaluate: the model (a run directory or a .keras/.mat file) is "
                              "required")
@@ -157,8 +160,6 @@ def confusion_paths(output: str | os.PathLike, split: str, view: str) -> tuple[P
 
 
 def _load_network(path: Path):
-    from fer_distill.models import load_model
-
     kwargs = {"compile": False} if path.suffix == ".keras" else {}
     return load_model(path, **kwargs)
 
@@ -185,15 +186,10 @@ def open_model(path: str | os.PathLike) -> Evaluable:
                   dataset=config.get("dataset"), view=config.get("view"),
                   data=config.get("data"), class_names=_names(config))
     if config.get("stage") == "fuse" or (path / FUSION_DIR).is_dir():
-        from fer_distill.distill.fusion import CONFIG_FILE as SVM_CONFIG
-        from fer_distill.distill.fusion import FusionSVM
-
         svm = FusionSVM.load(path / FUSION_DIR)
         references = _student_references(config, path)
         files = [rundir.student_model_file(str(ref), path, key) for key, ref in references]
         students = tuple(_load_network(f) for f in files)
-        from fer_distill.models import embedding_layer
-
         for (key, _), student, dim in zip(references, students, svm.dims_):
             width = int(embedding_layer(student).output.shape[-1])
             if width != dim:
@@ -212,8 +208,6 @@ def open_model(path: str | os.PathLike) -> Evaluable:
 def _architecture(model) -> str | None:
     """The fer_distill architecture a model records, or None for any other Keras classifier
     (which can be evaluated too; it has no row in Table I)."""
-    from fer_distill.models import architecture_of
-
     try:
         return architecture_of(model)
     except ValueError:
@@ -244,8 +238,6 @@ def _student_references(config: Mapping[str, Any], run_dir: Path):
 
 def default_views(evaluable: Evaluable) -> tuple[str, ...]:
     """The views Table I tests a model on: all three for a teacher, else its own view."""
-    from fer_distill.data.occlusion import VIEWS
-
     if evaluable.stage == "teacher":
         return VIEWS
     if evaluable.view:
@@ -255,10 +247,6 @@ def default_views(evaluable: Evaluable) -> tuple[str, ...]:
 
 
 def _embeddings(model, prepared, split: str, view: str, batch_size: int) -> np.ndarray:
-    from fer_distill.data.pipeline import make_dataset
-    from fer_distill.evaluation.predictions import _input_size
-    from fer_distill.models import embedding_model
-
     key, occlusion = ("full", "lower_half_visible") if view == "full" else ("occluded", view)
     dataset = make_dataset(prepared, split, image_size=_input_size(model),
                            batch_size=int(batch_size), training=False, views=(key,),
@@ -331,8 +319,6 @@ def evaluate(config: EvaluateConfig, *, evaluable: Evaluable | None = None,
 
     `evaluable` may be passed when the caller has already opened `config.model`.
     """
-    from fer_distill.data.prepared import read_prepared
-
     config.check()
     evaluable = evaluable or open_model(config.model)
     views = tuple(config.views) if config.views else default_views(evaluable)

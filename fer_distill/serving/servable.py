@@ -24,6 +24,8 @@ import numpy as np
 from fer_distill import rundir
 from fer_distill.data.classes import CLASS_NAMES
 from fer_distill.data.occlusion import resolve_view
+from fer_distill.distill.fusion import FusionSVM
+from fer_distill.models import embedding_layer, load_model
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +127,6 @@ def _warn_unfinished(run: Path) -> None:
 
 
 def _load_keras(path: Path):
-    from fer_distill.models import load_model
-
     # why compile=False: serving needs the network, not the optimiser or loss it trained with
     return load_model(path, compile=False) if path.suffix == ".keras" else load_model(path)
 
@@ -147,8 +147,6 @@ def load_fusion(fusion_dir: str | os.PathLike, kd_student, triplet_student, *, v
                 source: dict[str, Any] | None = None) -> Servable:
     """The fused model from a saved `FusionSVM` directory and the two students (Keras models or
     paths to .keras files)."""
-    from fer_distill.distill.fusion import FusionSVM
-
     svm = FusionSVM.load(fusion_dir)
     models = []
     for which, model in (("kd", kd_student), ("triplet", triplet_student)):
@@ -156,8 +154,6 @@ def load_fusion(fusion_dir: str | os.PathLike, kd_student, triplet_student, *, v
             model = _load_keras(Path(model))
         models.append(model)
     for which, model, dim in zip(("kd", "triplet"), models, svm.dims_):
-        from fer_distill.models import embedding_layer
-
         width = int(embedding_layer(model).output.shape[-1])
         if width != dim:
             raise ValueError(

@@ -16,6 +16,7 @@ from typing import Sequence
 import keras
 
 from fer_distill import models, rundir
+from fer_distill.models.matconvnet import read_matconvnet, to_keras
 from fer_distill.train.execution import dtype_policy
 
 SCRATCH = "scratch"
@@ -35,8 +36,6 @@ def load_network(path, *, role: str, arch: str) -> keras.Model:
         raise FileNotFoundError(f"{role} file {path} not found")
     try:
         if path.suffix == ".mat":
-            from fer_distill.models.matconvnet import read_matconvnet, to_keras
-
             network = read_matconvnet(path)
             model = to_keras(network)
             if network.class_names:
