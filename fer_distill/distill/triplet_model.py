@@ -82,9 +82,7 @@ class TripletModel(keras.Model):
     def __init__(self, student: keras.Model, *, source_shape, image_size: int,
                  occlusion="lower_half_visible", lam: float = 0.5, margin: float = 0.1,
                  reduction: str = "sum", chunk_size: int = DEFAULT_CHUNK_SIZE, **kwargs):
-        # why autocast off: the images reach the student as the pipeline made them (float32);
-        # the student's own layers cast under a mixed policy, as they would on their own.
-        super().__init__(autocast=False, **kwargs)
+        super().__init__(**kwargs)
         if reduction not in ("sum", "mean"):
             raise ValueError(f"TripletModel: reduction must be 'sum' or 'mean', got "
                              f"{reduction!r}")
@@ -145,8 +143,7 @@ class TripletModel(keras.Model):
         return tf.reshape(flat[:, :self._pixels], [-1, *self.source_shape])
 
     def call(self, inputs, training=None):
-        """{"embedding": E, "logits": A} of the student: eq. 4 needs both from one pass."""
-        return self.embedder(inputs, training=training)
+        return self.student(inputs, training=training)
 
     def objective(self, images, labels, training: bool = True) -> dict:
         """Eq. 4 for one batch against the current pools (steps 1-3 of the module docstring).
@@ -155,11 +152,9 @@ class TripletModel(keras.Model):
         docstring), `ce` (batch mean), `triplet` (eq. 3 over this replica's anchors), the
         anchors' `logits` and the mined triplets.
         """
-        return self._eq4(self(images, training=training), labels, training)
-
-    def _eq4(self, out, labels, training: bool) -> dict:
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
+        out = self.embedder(images, training=training)
         anchor = out["embedding"]
         logits = tf.cast(out["logits"], tf.float32)
         ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -179,23 +174,34 @@ class TripletModel(keras.Model):
             loss = loss + tf.cast(tf.reduce_sum(extra), tf.float32) / replicas
         return {"loss": loss, "ce": ce, "triplet": triplet, "logits": logits, "mined": mined}
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Eq. 4 of the batch for Keras' own train and test steps (validation: the validation
-        anchors mined against the epoch's training pools, so `val_loss` reads like `loss`).
+    def train_step(self, data):
+        images, labels = data[0], data[1]
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            result = self.objective(images, labels, training=True)
+            scaled = self.optimizer.scale_loss(result["loss"])
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._track(result, labels)
 
-        The reported metrics (`self.metrics`, which replace Keras' loss tracker) are the global
-        batch's: metrics average over replicas, and the per-replica sums of eq. 3 add up to
-        the global one.
-        """
-        del x, sample_weight  # eq. 4 weighs every anchor alike
-        result = self._eq4(y_pred, y, training)
+    def test_step(self, data):
+        """Validation: eq. 4 on the validation anchors, mined against the epoch's (training)
+        pools, so `val_loss` is comparable with `loss`."""
+        images, labels = data[0], data[1]
+        return self._track(self.objective(images, labels, training=False), labels)
+
+    def _track(self, result, labels):
+        # Reported values are the global batch's: metrics average over replicas, and the
+        # per-replica sums of eq. 3 add up to the global one.
         replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
         triplet = result["triplet"] * (replicas if self.reduction == "sum" else 1.0)
         self.loss_tracker.update_state(result["ce"] + self.lam * triplet)
         self.ce_tracker.update_state(result["ce"])
         self.triplet_tracker.update_state(triplet)
-        self.accuracy_tracker.update_state(tf.reshape(y, [-1]), result["logits"])
-        return result["loss"]
+        self.accuracy_tracker.update_state(tf.reshape(labels, [-1]), result["logits"])
+        # why every metric: Keras then reads the metrics' replica-synchronised results
+        # instead of the last step's per-replica values.
+        return {m.name: m.result() for m in self.metrics}
 
 
 def embed(embedder: keras.Model, prepared, split: str, rows, *, image_size: int, view,
