@@ -12,7 +12,8 @@ more about the machine (and whoever else is using it) than about the code:
    and, for each path, its agreement with the float32 model on the demo test set.
 3. `training:<arch>`: one step of plain fine-tuning, KD with the cached teacher, KD with the
    live teacher, triplet, through the package's own trainers, as ratios to the plain step.
-4. `mining`: `mine_triplets` at FER+ and AffectNet scale against the per-anchor NumPy loop.
+4. `mining`: triplet mining (`mine_triplets`, and the eager by_class variant of
+   experiments/mining_by_class.py) at FER+ and AffectNet scale against the per-anchor loop.
 5. `pipeline`: paired views per second from `make_dataset`, against the training step.
 6. Peak resident memory of each part: every part runs in a fresh Python process that reports
    its own `ru_maxrss` (a parent's RUSAGE_CHILDREN only gives the maximum over all children
@@ -598,15 +599,18 @@ def per_anchor_loop(anchors, labels, positives, positive_labels, negatives, nega
 
 
 def measure_mining(s: Settings, scratch: Path) -> dict:
-    """`mine_triplets` (eager "by_class"; "masked" under XLA) at FER+ scale, its growth with
-    the number of anchors up to AffectNet's, and the per-anchor loop on a subsample.
+    """The eager "by_class" miner (experiments/mining_by_class.py) and the package's
+    `mine_triplets` under XLA at FER+ scale, the former's growth with the number of anchors up
+    to AffectNet's, and the per-anchor loop on a subsample.
 
     Embeddings are non-negative like relu7's; labels follow FER+'s class mix; the pools are a
     tenth of the anchors' size (2,505 at FER+ scale). Useful work = 2·N·M·D FLOPs (each anchor
-    against each pool image once, what "by_class" computes; "masked" multiplies twice that).
+    against each pool image once, what "by_class" computes; `mine_triplets`' masked search
+    multiplies twice that).
     """
     import tensorflow as tf
 
+    from experiments.mining_by_class import mine_triplets_by_class
     from fer_distill.distill.mining import mine_triplets
 
     rng = np.random.default_rng(0)
@@ -623,11 +627,10 @@ def measure_mining(s: Settings, scratch: Path) -> dict:
              tf.constant(pool_labels))
 
     def by_class(anchors, labels):
-        p, q = mine_triplets(anchors, labels, *pools, algorithm="by_class")
+        p, q = mine_triplets_by_class(anchors, labels, *pools)
         return p.numpy(), q.numpy()
 
-    masked_xla = tf.function(lambda a, y: mine_triplets(a, y, *pools, algorithm="masked"),
-                             jit_compile=True)
+    masked_xla = tf.function(lambda a, y: mine_triplets(a, y, *pools), jit_compile=True)
 
     n = s.mining_anchors
     anchors_n, labels_n = tf.identity(anchors_all[:n]), tf.identity(labels_all[:n])
@@ -1188,11 +1191,11 @@ def render_markdown(report: dict) -> str:
                   "GFLOP/s. The "
                   f"per-anchor NumPy loop was timed on {mining['loop_subsample']} random "
                   f"anchors ({mining['loop_subsample_seconds']:.2f} s) and SCALED to all "
-                  f"{mining['anchors']:,}; on that subsample it and `mine_triplets` disagree "
+                  f"{mining['anchors']:,}; on that subsample it and the by_class miner disagree "
                   f"on {mining['loop_mismatches']} indices.", "",
                   "| method | seconds | fraction of matmul | speed-up over loop |",
                   "|---|---|---|---|",
-                  f"| `mine_triplets` eager (by_class) | {mining['by_class_seconds']:.2f} | "
+                  f"| `mine_triplets_by_class`, eager | {mining['by_class_seconds']:.2f} | "
                   f"{_fmt(ms['fraction_of_matmul'])} | {ms['speedup_over_loop']:.0f} |",
                   f"| `mine_triplets` masked, XLA (2x the multiply-adds) | "
                   f"{mining['masked_xla_seconds']:.2f} | "

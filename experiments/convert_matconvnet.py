@@ -62,12 +62,13 @@ class ConvertConfig:
 
 def run(config: ConvertConfig, out=None) -> dict | None:
     """Writes the example (if asked) and converts (if asked); returns the summary."""
+    from experiments import matconvnet_writer
     from fer_distill.models import matconvnet
 
     out = out or sys.stdout  # looked up now, so a redirected stdout is honoured
 
     if config.write_example:
-        path = matconvnet.write_example(
+        path = matconvnet_writer.write_example(
             config.write_example, arch=config.example_arch, layout=config.example_layout,
             matlab_version=config.example_matlab_version, seed=config.example_seed,
             num_classes=config.example_classes)

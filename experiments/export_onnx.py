@@ -14,7 +14,7 @@ metadata as JSON (`fer_distill`). Prints a short summary, including the file's a
 the TensorFlow graph on a probe batch (a float32 file that disagrees is not written).
 
 Needs the `onnx` extra: pip install '.[onnx]' (tf2onnx, onnx, onnxruntime). Run it from Python
-with `fer_distill.serving.onnx_model.load_predictor(FILE)`, or `experiments.predict
+with `fer_distill.serving.predict.Predictor.load(FILE)`, or `experiments.predict
 --model=FILE`.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ with --view, or a `fuse` run). Writes: the directory --output, atomically, holdi
 `model.tflite` (uint8 (N, H, W, 3) RGB crops in; resize, view and network inside; outputs
 probabilities, class_id, embedding, logits or decision) and `metadata.json` (view, classes,
 quantization, and the file's agreement with the float32 graph on a probe batch); prints a
-short summary. Run it from Python with `fer_distill.serving.tflite.load_predictor(DIR)`, a
+short summary. Run it from Python with `fer_distill.serving.predict.Predictor.load(DIR)`, a
 `Predictor` that `predict_files` accepts.
 
 Why: with the default `dynamic_range` (int8 weights, XNNPACK) VGG-f answers for one face in

@@ -64,6 +64,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
+from fer_distill import rundir
 from fer_distill.atomic import write_json, write_text
 from fer_distill.preset import Preset, _frozen  # noqa: F401  (Preset: part of this API)
 from fer_distill.evaluation.figures import GRADCAM_FILE
@@ -298,7 +299,7 @@ class Layout:
         return runs / self.scenario / stage if self._apart(stage) else runs / stage
 
     def model(self, stage: str) -> Path:
-        return self.run(stage) / "model.keras"
+        return self.run(stage) / rundir.MODEL
 
     def flagfile(self, name: str) -> Path:
         prefix = (f"{self.dataset}_{self.arch}_{self.scenario}" if self._apart(name)
@@ -514,7 +515,7 @@ class Reproduction:
         workdir = root / "run"
         run(TrainConfig(stage="teacher", arch=self.config.arch, data=str(data),
                         workdir=str(workdir), seed=int(spec["seed"]),
-                        resume=(workdir / "config.json").is_file(),
+                        resume=rundir.is_run(workdir),
                         verbose=self.config.verbose,
                         # "*" overrides (a shorter run) reach the pretraining too
                         **{**dict(spec.get("train", {})), **self.config.overrides.get("*", {})}))
@@ -555,7 +556,7 @@ class Reproduction:
                 return None
             wiring["init"] = imported or config.pretrained
             if wiring["init"] is None and self.demo_pretrains:
-                wiring["init"] = str(self.layout.pretrained / "run" / "model.keras")
+                wiring["init"] = str(self.layout.pretrained / "run" / rundir.MODEL)
                 values.setdefault("head", "new")  # the paper's fresh 8-way fc8
         elif stage in ("kd", "triplet") + OPTIONAL_STAGES:
             wiring["teacher"] = str(layout.model("teacher"))
@@ -579,7 +580,6 @@ class Reproduction:
 
     def _train(self, stage: str) -> dict[str, Any]:
         from fer_distill.train import run
-        from fer_distill.train.config import RUN_CONTROL_FIELDS, load_config
 
         train_config = self.train_config(stage)
         if train_config is None:
@@ -589,11 +589,10 @@ class Reproduction:
         workdir = Path(train_config.workdir)
         flagfile = self.layout.flagfile(stage)
         resolved = train_config.resolved()
-        finished = (workdir / "metrics.json").is_file()
+        finished = rundir.is_finished(workdir)
         if finished:
-            recorded = load_config(workdir / "config.json").resolved()
-            differences = {k: v for k, v in resolved.differences(recorded).items()
-                           if v[0] is not None and k not in RUN_CONTROL_FIELDS}
+            differences = rundir.setting_differences(
+                resolved, rundir.recorded_config(resolved, workdir))
             if differences:
                 listed = "; ".join(f"{k}: {new!r} now, {old!r} in the run"
                                    for k, (new, old) in sorted(differences.items()))
@@ -610,12 +609,12 @@ class Reproduction:
             f"alone with:\n  python -m experiments.train --flagfile={flagfile}")))
         self._provenance(workdir, flagfile)
         if finished:
-            metrics = json.loads((workdir / "metrics.json").read_text(encoding="utf-8"))
+            metrics = rundir.finished_metrics(workdir)
             self._say(f"   {workdir}: finished earlier (test accuracy "
                       f"{100 * metrics['test']['accuracy']:.2f}%); not re-run")
             return {"status": "finished earlier", "run": str(workdir),
                     "test_accuracy": metrics["test"]["accuracy"]}
-        resume = (workdir / "config.json").is_file()
+        resume = rundir.is_run(workdir)
         if resume:
             self._say(f"   {workdir}: interrupted earlier; resuming from its last checkpoint")
         train_config = dataclasses.replace(train_config, resume=resume)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_distill import rundir
 from fer_distill.atomic import write_text
 
 # The paper's teacher rows keep their flagfile names (experiments/configs/*_teacher_on_*.flags).
@@ -37,7 +38,7 @@ def evaluate_runs(reproduction, stages, optional=()) -> dict[str, Any]:
     done, skipped, missing = [], [], []
     for stage in stages:
         run_dir = layout.run(stage)
-        metrics = run_dir / "metrics.json"
+        metrics = run_dir / rundir.METRICS
         if not metrics.is_file():
             if stage not in optional:
                 missing.append(stage)
@@ -86,7 +87,7 @@ def _evaluation_flagfile(reproduction, stage: str, view: str, run_dir: Path) -> 
 
 def _batch_size(run_dir: Path) -> int:
     try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((run_dir / rundir.CONFIG).read_text(encoding="utf-8"))
         return int(config.get("eval_batch_size") or config.get("batch_size") or 64)
     except (OSError, ValueError, TypeError):
         return 64
@@ -98,7 +99,7 @@ def draw_figure(reproduction) -> dict[str, Any]:
     printed and recorded, and the report is still written."""
     config, layout = reproduction.config, reproduction.layout
     for stage in ("fuse", "kd"):
-        if (layout.run(stage) / "metrics.json").is_file():
+        if rundir.is_finished(layout.run(stage)):
             break
     else:
         return {"status": "no finished fuse or kd run"}

@@ -167,7 +167,8 @@ def test_a_third_run_repeats_nothing_and_other_settings_are_refused(pipeline):
 def test_matconvnet_path_converts_teacher_student_and_kd_then_trains_the_tf_stage(
         pipeline, tmp_path):
     from fer_distill.models import load_model
-    from fer_distill.models.matconvnet import load_matconvnet, save_matconvnet
+    from experiments.matconvnet_writer import save_matconvnet
+    from fer_distill.models.matconvnet import load_matconvnet
 
     source = pipeline["workdir"] / "runs/demo/mini"
     mats = {}

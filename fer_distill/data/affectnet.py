@@ -40,7 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from fer_distill.data.classes import CLASS_NAMES
 from fer_distill.data.prepared import SPLITS, PreparedWriter
@@ -199,8 +201,6 @@ def decode_face(path: str | os.PathLike, box, *, crop: bool = True,
     (libjpeg would fill the rest with grey and only warn), or when its face box lies wholly
     outside the image.
     """
-    import cv2
-
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -271,8 +271,6 @@ def _decode_into(target: np.ndarray, paths: list[Path], boxes: np.ndarray, *, cr
     problems: list[ImageProblem | None] = [None] * len(paths)
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, mininterval=1.0,
                    disable=None)  # disable=None: no bar when stderr is not a terminal
     window = 8 * workers

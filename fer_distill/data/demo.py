@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fer_distill import atomic
+from fer_distill.data import ferplus
 from fer_distill.data.classes import CLASS_NAMES
 
 SIZE = 48
@@ -324,10 +326,6 @@ def prepare_demo(output: str | os.PathLike, *, raw_dir: str | os.PathLike | None
                  progress: bool = False) -> dict[str, Any]:
     """Generates the demo raw files (into `raw_dir`, or a temporary directory) and prepares them
     through the FER+ path into `output`; returns summary.json's content."""
-    import tempfile
-
-    from fer_distill.data import ferplus
-
     with tempfile.TemporaryDirectory(prefix="fer_distill_demo_") as tmp:
         raw = Path(raw_dir) if raw_dir is not None else Path(tmp)
         written = write_demo_raw(raw, sizes, seed, num_identities, regime)

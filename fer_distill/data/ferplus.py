@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from fer_distill.data.classes import CLASS_NAMES
 from fer_distill.data.prepared import SPLITS, PreparedWriter
@@ -198,7 +200,6 @@ def detect_layout(raw_dir: str | os.PathLike, *, layout: str = "auto",
 def _progress(iterable, *, total: int, desc: str, enabled: bool):
     if not enabled:
         return iterable
-    from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit="img", file=sys.stderr, mininterval=1.0,
                 disable=None)  # disable=None: no bar when stderr is not a terminal
@@ -313,8 +314,6 @@ def _check_label_files_complete(layout: Layout, listed: Mapping[str, Sequence[st
 
 
 def _read_png(path: Path) -> np.ndarray | None:
-    import cv2
-
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         return None

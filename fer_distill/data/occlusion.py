@@ -126,7 +126,7 @@ class Mask:
             elif self._visible.shape == key:
                 visible = self._visible
             else:
-                import cv2
+                import cv2  # why here: as above
 
                 visible = cv2.resize(self._visible.astype(np.uint8), (key[1], key[0]),
                                      interpolation=cv2.INTER_NEAREST).astype(bool)

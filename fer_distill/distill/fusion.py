@@ -92,8 +92,10 @@ class FusionSVM:
 
     def fit(self, emb_kd, emb_triplet, labels) -> "FusionSVM":
         """Fits the SVM on the concatenated embeddings of the same N images."""
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.svm import LinearSVC
+        # why here: scikit-learn takes seconds to import; loading and applying a saved SVM
+        # (evaluation, serving) never needs it, only fitting does
+        from sklearn.exceptions import ConvergenceWarning  # why here: see above
+        from sklearn.svm import LinearSVC  # why here: see above
 
         x = _concat(emb_kd, emb_triplet, "fit")
         labels = np.asarray(labels)
@@ -318,6 +320,6 @@ def _concat(emb_kd, emb_triplet, where: str, dims=None) -> np.ndarray:
 
 
 def _sklearn_version() -> str:
-    import sklearn
+    import sklearn  # why here: as in `fit`
 
     return sklearn.__version__

@@ -21,8 +21,8 @@ Why the teacher's logits come from a table. The teacher is frozen and its input 
 view, without augmentation) is deterministic, so A_T of every training image is the same in
 every epoch: it is computed once (`fer_distill.train` caches it in the run directory) and a KD
 step gathers it by the batch's `"index"`, costing a KD epoch what a plain fine-tuning epoch
-costs. `teacher_mode="live"` (no table) runs the teacher in the step instead, for users who add
-input augmentation. The teacher is set non-trainable, so it is never in `trainable_weights`
+costs. The live mode (no table) runs the teacher in the step instead, for users who add input
+augmentation. The teacher is set non-trainable, so it is never in `trainable_weights`
 (`tests/distill/test_kd_model.py` checks its weights are bit-identical after `fit`).
 """
 from __future__ import annotations
@@ -44,6 +44,12 @@ def _table(num_classes: int) -> tf.Variable:
 class KDModel(keras.Model):
     """Trains `student` with eq. 1 against a frozen `teacher`'s logits (cached or live).
 
+    The mode is fixed at construction (`self.mode`):
+      "cached" (`train_logits` given): a training step gathers A_T from the table by the
+        batch's `"index"`; evaluation gathers from `eval_logits` when given, else runs
+        `teacher` (if given) on `x["full"]`.
+      "live" (no tables; `teacher` required): every step runs the teacher on `x["full"]`.
+
     Args:
       student: a classifier (images -> logits A_S); its weights are what `fit` changes.
       teacher: the frozen teacher (images -> logits A_T); needed in live mode, optional when
@@ -51,9 +57,7 @@ class KDModel(keras.Model):
       lam, temperature, temperature_squared: λ, τ, and Hinton's τ² factor (off: eq. 1); the
         defaults are TrainConfig's (fer_distill/train/config.py), so λ and τ are required here.
       train_logits / eval_logits: (N, K) teacher logits of the training split and of the split
-        used for validation, row i = the image with `"index"` i. When a table is set for the
-        phase (training, evaluation) the step gathers from it; otherwise it runs the teacher
-        on `x["full"]`.
+        used for validation, row i = the image with `"index"` i; `set_logits` replaces them.
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model | None = None, *,
@@ -61,6 +65,11 @@ class KDModel(keras.Model):
                  train_logits=None, eval_logits=None,
                  **kwargs):
         super().__init__(**kwargs)
+        self.mode = "cached" if train_logits is not None else "live"
+        if self.mode == "live" and (teacher is None or eval_logits is not None):
+            raise ValueError(
+                "KDModel: give the teacher's logits (train_logits, and eval_logits to "
+                "evaluate without the teacher: cached mode) or the teacher itself (live mode)")
         self.student = student
         self.teacher = teacher
         if teacher is not None:
@@ -69,9 +78,10 @@ class KDModel(keras.Model):
         self.temperature = float(temperature)
         self.temperature_squared = bool(temperature_squared)
         self.num_classes = int(student.output_shape[-1])
-        self.train_logits = _table(self.num_classes)
-        self.eval_logits = _table(self.num_classes)
-        self._has_table = {True: False, False: False}
+        # A phase has a table from construction on, or never: the step's choice between
+        # table and teacher is fixed when it is traced.
+        self.train_logits = _table(self.num_classes) if train_logits is not None else None
+        self.eval_logits = _table(self.num_classes) if eval_logits is not None else None
         self.set_logits(train=train_logits, eval=eval_logits)
         # The two terms' shares of eq. 1, (1 − λ)·hard and λ·soft, logged beside the loss
         # (history, TensorBoard): whether the teacher's term acts at all is read from these.
@@ -79,25 +89,28 @@ class KDModel(keras.Model):
         self.soft_tracker = keras.metrics.Mean(name="kd_soft")
 
     def set_logits(self, *, train=None, eval=None) -> None:
-        """Sets the cached teacher logits for training and/or evaluation, (N, K) each."""
-        for training, values, variable in ((True, train, self.train_logits),
-                                           (False, eval, self.eval_logits)):
+        """Replaces the cached teacher logits for training and/or evaluation, (N, K) each;
+        only a phase that was given a table at construction has one."""
+        for phase, values, variable in (("train", train, self.train_logits),
+                                        ("eval", eval, self.eval_logits)):
             if values is None:
                 continue
+            if variable is None:
+                raise ValueError(f"KDModel: built without {phase}_logits ({self.mode} mode), "
+                                 f"so it has no {phase} table to replace")
             values = tf.convert_to_tensor(values, tf.float32)
             if values.shape.rank != 2 or values.shape[1] != self.num_classes:
                 raise ValueError(f"KDModel: teacher logits must be (N, {self.num_classes}), "
                                  f"got {values.shape}")
             variable.assign(values)
-            self._has_table[training] = True
 
     def call(self, inputs, training=None):
         return self.student(inputs["image"], training=training)
 
     def teacher_logits(self, inputs, training: bool):
         """A_T for the batch: gathered from the phase's table, or the live teacher."""
-        if self._has_table[bool(training)]:
-            table = self.train_logits if training else self.eval_logits
+        table = self.train_logits if training else self.eval_logits
+        if table is not None:
             return tf.gather(table, inputs["index"])
         if self.teacher is None or "full" not in inputs:
             raise ValueError(

@@ -10,18 +10,12 @@ How it is fast. At FER+ scale (25,045 anchors × 2,505 pool images × 4096-d) th
 matrix products; everything else is O(N·M), 4096× less. So distances come from one matmul per
 chunk of anchors, d²(a, b) = ‖a‖² − 2a·b + ‖b‖², and anchors are processed `chunk_size` rows at
 a time, so memory stays at a few chunk × pool float32 blocks whatever the number of anchors;
-there is never a Python loop per anchor. Two algorithms compute the same answer:
-
-- "by_class" (eager execution, the default there): for each class k of the anchors, only the
-  pool's class-k positives and its non-k negatives are multiplied, so every anchor meets every
-  pool image exactly once (N·M·D multiply-adds in all, what even a careful per-anchor loop
-  must do). A Python loop over classes and chunks (not anchors) drives it, so it runs eagerly
-  only, on whatever device TensorFlow places it.
-- "masked" (inside `tf.function`, and under `jit_compile=True`, the default there): each chunk
-  is multiplied with both whole pools, and the class masks, the masked arg-max/arg-min and the
-  "no candidate" test are fused elementwise passes over the chunk × pool block. Static shapes
-  in a `tf.while_loop` (what XLA needs), at twice the multiply-adds of "by_class": every anchor
-  meets every pool image in both searches.
+there is never a Python loop per anchor. Each chunk is multiplied with both whole pools, and
+the class masks, the masked arg-max/arg-min and the "no candidate" test are fused elementwise
+passes over the chunk × pool block: static shapes in a `tf.while_loop`, what XLA needs, eager
+or inside `tf.function`. (An eager per-class variant that multiplies each anchor with its
+candidates only, half the multiply-adds, lives beside the benchmark that compares the two:
+experiments/mining_by_class.py.)
 
 Two details that do not change which index wins:
 - the search ranks ‖b‖² − 2a·b, i.e. d² without the anchor's own ‖a‖² (a constant within an
@@ -36,13 +30,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import tensorflow as tf
 
 # 1024 anchor rows × a 2,505-image pool is a 10 MB float32 block per search: small enough for
 # any machine, large enough that the matmul (1024 × 4096 × 2505) runs at full rate.
 DEFAULT_CHUNK_SIZE = 1024
-ALGORITHMS = ("auto", "by_class", "masked")
 
 
 def pairwise_squared_distances(a, b) -> tf.Tensor:
@@ -74,7 +66,6 @@ def mine_triplets(
     negative_pool_emb,
     negative_pool_labels,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    algorithm: str = "auto",
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """For every anchor: the farthest same-class positive and the closest other-class negative.
 
@@ -85,12 +76,7 @@ def mine_triplets(
       positive_pool_labels: (M_p,) their classes.
       negative_pool_emb: (M_n, D) student embeddings E_S(n') of the pool's occluded views.
       negative_pool_labels: (M_n,) their classes.
-      chunk_size: anchors per matmul; memory is about 3 × chunk_size × max(M_p, M_n) floats
-        (plus, for "by_class", a copy of one class's candidates from each pool at a time: at
-        most the pools' own size).
-      algorithm: "by_class", "masked" (see the module docstring), or "auto": "by_class" when
-        executing eagerly, "masked" inside a `tf.function` (with or without XLA). Both give
-        the same indices.
+      chunk_size: anchors per matmul; memory is about 3 × chunk_size × max(M_p, M_n) floats.
       Tensors or NumPy arrays, any float dtype (distances are computed in float32).
 
     Returns:
@@ -107,41 +93,10 @@ def mine_triplets(
     Anchor 1: its only class-1 positive is row 3; negatives of class ≠ 1: row 1 only → row 1.
     Result: positive_index = [1, 3], negative_index = [2, 1].
     """
-    chunk_size = int(chunk_size)
-    if chunk_size < 1:
-        raise ValueError(f"mine_triplets: chunk_size must be >= 1, got {chunk_size}")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"mine_triplets: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    if algorithm == "auto":
-        algorithm = "by_class" if tf.executing_eagerly() else "masked"
-    if algorithm == "by_class" and not tf.executing_eagerly():
-        raise ValueError(
-            'mine_triplets: algorithm="by_class" runs eagerly only (a Python loop over classes); '
-            'use "masked" (or "auto") inside tf.function'
-        )
-    anchor_emb = tf.cast(anchor_emb, tf.float32)
-    positive_pool_emb = tf.cast(positive_pool_emb, tf.float32)
-    negative_pool_emb = tf.cast(negative_pool_emb, tf.float32)
-    anchor_labels = _labels("anchor_labels", anchor_labels, anchor_emb)
-    positive_pool_labels = _labels("positive_pool_labels", positive_pool_labels, positive_pool_emb)
-    negative_pool_labels = _labels("negative_pool_labels", negative_pool_labels, negative_pool_emb)
-    _check_matrix("anchor_emb", anchor_emb)
-    _check_matrix("positive_pool_emb", positive_pool_emb)
-    _check_matrix("negative_pool_emb", negative_pool_emb)
-    _check_same_dim("anchor_emb", anchor_emb, "positive_pool_emb", positive_pool_emb)
-    _check_same_dim("anchor_emb", anchor_emb, "negative_pool_emb", negative_pool_emb)
-
-    # Pool norms once, not once per chunk.
-    positive_sq = tf.reduce_sum(tf.square(positive_pool_emb), axis=1)
-    negative_sq = tf.reduce_sum(tf.square(negative_pool_emb), axis=1)
-
-    if algorithm == "by_class":
-        return _mine_by_class(
-            anchor_emb, anchor_labels,
-            positive_pool_emb, positive_pool_labels, positive_sq,
-            negative_pool_emb, negative_pool_labels, negative_sq,
-            chunk_size,
-        )
+    (anchor_emb, anchor_labels, positive_pool_emb, positive_pool_labels, positive_sq,
+     negative_pool_emb, negative_pool_labels, negative_sq, chunk_size) = _checked(
+        anchor_emb, anchor_labels, positive_pool_emb, positive_pool_labels,
+        negative_pool_emb, negative_pool_labels, chunk_size)
 
     def search(rows, row_labels):
         pos_scores = positive_sq[tf.newaxis, :] - 2.0 * tf.matmul(
@@ -281,47 +236,28 @@ class TripletMiner(tf.Module):
         )
 
 
-def _mine_by_class(
-    anchors, anchor_labels, pos, pos_labels, pos_sq, neg, neg_labels, neg_sq, chunk_size
-):
-    """The "by_class" algorithm (eager): per anchor class, search only the candidates.
-
-    The candidate rows of each pool are gathered once per class; their original indices come
-    from `tf.where`, which lists them in increasing order, so "lowest index within the
-    candidates" is "lowest pool index", the same tie rule as the masked algorithm.
-    """
-    n = int(anchors.shape[0])
-    positions, found_pos, found_neg = [], [], []
-    for k in np.unique(anchor_labels.numpy()):
-        rows = tf.cast(tf.where(anchor_labels == k)[:, 0], tf.int32)
-        pos_rows = tf.cast(tf.where(pos_labels == k)[:, 0], tf.int32)  # same class
-        neg_rows = tf.cast(tf.where(neg_labels != k)[:, 0], tf.int32)  # any other class
-        pos_k, pos_sq_k = tf.gather(pos, pos_rows), tf.gather(pos_sq, pos_rows)
-        neg_k, neg_sq_k = tf.gather(neg, neg_rows), tf.gather(neg_sq, neg_rows)
-        for start in range(0, int(rows.shape[0]), chunk_size):
-            chunk_rows = rows[start : start + chunk_size]
-            chunk = tf.gather(anchors, chunk_rows)
-            positions.append(chunk_rows)
-            found_pos.append(_search_candidates(chunk, pos_k, pos_sq_k, pos_rows, largest=True))
-            found_neg.append(_search_candidates(chunk, neg_k, neg_sq_k, neg_rows, largest=False))
-    if not positions:
-        empty = tf.fill([n], tf.constant(-1, tf.int32))
-        return empty, empty
-    where = tf.concat(positions, axis=0)[:, tf.newaxis]
-    unset = tf.fill([n], tf.constant(-1, tf.int32))
-    return (
-        tf.tensor_scatter_nd_update(unset, where, tf.concat(found_pos, axis=0)),
-        tf.tensor_scatter_nd_update(unset, where, tf.concat(found_neg, axis=0)),
-    )
-
-
-def _search_candidates(chunk, candidates, candidates_sq, candidate_rows, *, largest):
-    """Pool row of the farthest (largest) or closest candidate for each anchor of the chunk."""
-    if int(candidates.shape[0]) == 0:
-        return tf.fill([tf.shape(chunk)[0]], tf.constant(-1, tf.int32))
-    scores = candidates_sq[tf.newaxis, :] - 2.0 * tf.matmul(chunk, candidates, transpose_b=True)
-    best = _masked_arg_extreme(scores, None, largest=largest)
-    return tf.gather(candidate_rows, best)
+def _checked(anchor_emb, anchor_labels, positive_pool_emb, positive_pool_labels,
+             negative_pool_emb, negative_pool_labels, chunk_size):
+    """mine_triplets' arguments as float32 / int32 tensors after the checks, with the pools'
+    squared norms (computed once, not once per chunk)."""
+    chunk_size = int(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"mine_triplets: chunk_size must be >= 1, got {chunk_size}")
+    anchor_emb = tf.cast(anchor_emb, tf.float32)
+    positive_pool_emb = tf.cast(positive_pool_emb, tf.float32)
+    negative_pool_emb = tf.cast(negative_pool_emb, tf.float32)
+    anchor_labels = _labels("anchor_labels", anchor_labels, anchor_emb)
+    positive_pool_labels = _labels("positive_pool_labels", positive_pool_labels, positive_pool_emb)
+    negative_pool_labels = _labels("negative_pool_labels", negative_pool_labels, negative_pool_emb)
+    _check_matrix("anchor_emb", anchor_emb)
+    _check_matrix("positive_pool_emb", positive_pool_emb)
+    _check_matrix("negative_pool_emb", negative_pool_emb)
+    _check_same_dim("anchor_emb", anchor_emb, "positive_pool_emb", positive_pool_emb)
+    _check_same_dim("anchor_emb", anchor_emb, "negative_pool_emb", negative_pool_emb)
+    positive_sq = tf.reduce_sum(tf.square(positive_pool_emb), axis=1)
+    negative_sq = tf.reduce_sum(tf.square(negative_pool_emb), axis=1)
+    return (anchor_emb, anchor_labels, positive_pool_emb, positive_pool_labels, positive_sq,
+            negative_pool_emb, negative_pool_labels, negative_sq, chunk_size)
 
 
 def _masked_arg_extreme(scores, mask, *, largest: bool) -> tf.Tensor:

@@ -69,9 +69,12 @@ class RKDModel(keras.Model):
             dim = int(tf.convert_to_tensor(given).shape[-1])
         self.teacher_dim = dim if dim is not None else int(
             self.embedder.output["embedding"].shape[-1])
-        self.train_embeddings = _table(self.teacher_dim)
-        self.eval_embeddings = _table(self.teacher_dim)
-        self._has_table = {True: False, False: False}
+        # The mode is fixed here, as KDModel's: a phase has a table from construction on, or
+        # never, so the traced step's choice between table and teacher cannot go stale.
+        self.train_embeddings = (_table(self.teacher_dim) if train_embeddings is not None
+                                 else None)
+        self.eval_embeddings = (_table(self.teacher_dim) if eval_embeddings is not None
+                                else None)
         self.set_embeddings(train=train_embeddings, eval=eval_embeddings)
         self.ce_tracker = keras.metrics.Mean(name="rkd_ce")
         self.dist_tracker = keras.metrics.Mean(name="rkd_dist")
@@ -79,17 +82,20 @@ class RKDModel(keras.Model):
         self._step_embedding = None
 
     def set_embeddings(self, *, train=None, eval=None) -> None:
-        """Sets the cached teacher embeddings for training and/or evaluation, (N, D_T) each."""
-        for training, values, variable in ((True, train, self.train_embeddings),
-                                           (False, eval, self.eval_embeddings)):
+        """Replaces the cached teacher embeddings for training and/or evaluation, (N, D_T)
+        each; only a phase that was given a table at construction has one."""
+        for phase, values, variable in (("train", train, self.train_embeddings),
+                                        ("eval", eval, self.eval_embeddings)):
             if values is None:
                 continue
+            if variable is None:
+                raise ValueError(f"RKDModel: built without {phase}_embeddings, so it has no "
+                                 f"{phase} table to replace")
             values = tf.convert_to_tensor(values, tf.float32)
             if values.shape.rank != 2 or values.shape[1] != self.teacher_dim:
                 raise ValueError(f"RKDModel: teacher embeddings must be (N, {self.teacher_dim})"
                                  f", got {values.shape}")
             variable.assign(values)
-            self._has_table[training] = True
 
     def call(self, inputs, training=None):
         out = self.embedder(inputs["image"], training=training)
@@ -100,8 +106,8 @@ class RKDModel(keras.Model):
 
     def teacher_embeddings(self, inputs, training: bool):
         """E_T for the batch: gathered from the phase's table, or the live teacher."""
-        if self._has_table[bool(training)]:
-            table = self.train_embeddings if training else self.eval_embeddings
+        table = self.train_embeddings if training else self.eval_embeddings
+        if table is not None:
             return tf.gather(table, inputs["index"])
         if self.teacher_embedder is None or "full" not in inputs:
             raise ValueError(

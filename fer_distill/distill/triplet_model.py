@@ -47,7 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fer_distill.data.pipeline import to_view
+from fer_distill.data.pipeline import make_dataset, to_view, view_input
 from fer_distill.distill.mining import DEFAULT_CHUNK_SIZE, TripletMiner
 from fer_distill.distill.triplet import triplet_loss
 from fer_distill.models import embedding_model
@@ -207,8 +207,6 @@ class TripletModel(keras.Model):
 def embed(embedder: keras.Model, prepared, split: str, rows, *, image_size: int, view,
           batch_size: int, verbose: int = 0) -> np.ndarray:
     """relu7 embeddings (float32, (len(rows), D)) of `rows` of a split in one view."""
-    from fer_distill.data.pipeline import make_dataset, view_input
-
     key, occlusion = view_input(view)
     dataset = make_dataset(prepared, split, image_size=image_size, batch_size=batch_size,
                            training=False, views=(key,), occlusion=occlusion, indices=rows)

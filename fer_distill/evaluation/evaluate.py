@@ -38,13 +38,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from fer_distill import rundir
 from fer_distill.atomic import read_json, write_json
-from fer_distill.data.prepared import SPLITS
+from fer_distill.data.occlusion import VIEWS, resolve_view
+from fer_distill.data.pipeline import make_dataset, view_input
+from fer_distill.data.prepared import SPLITS, read_prepared
+from fer_distill.distill.fusion import CONFIG_FILE as SVM_CONFIG
+from fer_distill.distill.fusion import FusionSVM
 from fer_distill.evaluation import metrics as metrics_lib
-from fer_distill.evaluation.predictions import (load_predictions, predict_split,
+from fer_distill.evaluation.predictions import (_input_size, load_predictions, predict_split,
                                                 predictions_path, save_predictions, softmax)
-from fer_distill.train import rundir
-from fer_distill.train.rundir import student_model_file
+from fer_distill.models import architecture_of, embedding_layer, embedding_model, load_model
 
 FORMAT = "fer_distill.evaluation/1"
 EVALUATION_DIR = "evaluation"
@@ -86,8 +90,6 @@ class EvaluateConfig:
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def check(self) -> None:
-        from fer_distill.data.occlusion import VIEWS, resolve_view
-
         if not self.model:
             raise ValueError("evaluate: the model (a run directory or a .keras/.mat file) is "
                              "required")
@@ -163,17 +165,7 @@ def confusion_paths(output: str | os.PathLike, split: str, view: str) -> tuple[P
     return base.with_suffix(".csv"), base.with_suffix(".png")
 
 
-def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """RUN/config.json as a dict, with errors that name the file."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
-    return read_json(path, what="run config")
-
-
 def _load_network(path: Path):
-    from fer_distill.models import load_model
-
     kwargs = {"compile": False} if path.suffix == ".keras" else {}
     return load_model(path, **kwargs)
 
@@ -186,7 +178,7 @@ def open_model(path: str | os.PathLike) -> Evaluable:
     if path.is_file():
         model = _load_network(path)
         run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
-        config = read_run_config(run_dir) if run_dir is not None else {}
+        config = rundir.read_config(run_dir) if run_dir is not None else {}
         if run_dir is not None and path.name == MODEL_FILE:
             _require_finished(run_dir)
         return Evaluable(
@@ -194,21 +186,16 @@ def open_model(path: str | os.PathLike) -> Evaluable:
             stage=config.get("stage"), arch=config.get("arch") or _architecture(model),
             dataset=config.get("dataset"), view=config.get("view"), data=config.get("data"),
             class_names=_names(config), files=(path,))
-    config = read_run_config(path)
+    config = rundir.read_config(path)
     _require_finished(path)
     common = dict(path=path, run_dir=path, stage=config.get("stage"), arch=config.get("arch"),
                   dataset=config.get("dataset"), view=config.get("view"),
                   data=config.get("data"), class_names=_names(config))
     if config.get("stage") == "fuse" or (path / FUSION_DIR).is_dir():
-        from fer_distill.distill.fusion import CONFIG_FILE as SVM_CONFIG
-        from fer_distill.distill.fusion import FusionSVM
-
         svm = FusionSVM.load(path / FUSION_DIR)
         references = _student_references(config, path)
-        files = [student_model_file(str(ref), path, key) for key, ref in references]
+        files = [rundir.student_model_file(str(ref), path, key) for key, ref in references]
         students = tuple(_load_network(f) for f in files)
-        from fer_distill.models import embedding_layer
-
         for (key, _), student, dim in zip(references, students, svm.dims_):
             width = int(embedding_layer(student).output.shape[-1])
             if width != dim:
@@ -227,8 +214,6 @@ def open_model(path: str | os.PathLike) -> Evaluable:
 def _architecture(model) -> str | None:
     """The fer_distill architecture a model records, or None for any other Keras classifier
     (which can be evaluated too; it has no row in Table I)."""
-    from fer_distill.models import architecture_of
-
     try:
         return architecture_of(model)
     except ValueError:
@@ -241,7 +226,7 @@ def _names(config: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 
 def _require_finished(run_dir: Path) -> None:
-    if not (run_dir / METRICS_FILE).is_file():
+    if not rundir.is_finished(run_dir):
         raise ValueError(
             f"{run_dir}: the run has not finished (no {METRICS_FILE}), so its model may be a "
             "half-trained one; finish it first (experiments.train --resume), or evaluate a "
@@ -259,8 +244,6 @@ def _student_references(config: Mapping[str, Any], run_dir: Path):
 
 def default_views(evaluable: Evaluable) -> tuple[str, ...]:
     """The views Table I tests a model on: all three for a teacher, else its own view."""
-    from fer_distill.data.occlusion import VIEWS
-
     if evaluable.stage == "teacher":
         return VIEWS
     if evaluable.view:
@@ -270,10 +253,6 @@ def default_views(evaluable: Evaluable) -> tuple[str, ...]:
 
 
 def _embeddings(model, prepared, split: str, view: str, batch_size: int) -> np.ndarray:
-    from fer_distill.data.pipeline import make_dataset, view_input
-    from fer_distill.evaluation.predictions import _input_size
-    from fer_distill.models import embedding_model
-
     key, occlusion = view_input(view)
     dataset = make_dataset(prepared, split, image_size=_input_size(model),
                            batch_size=int(batch_size), training=False, views=(key,),
@@ -346,8 +325,6 @@ def evaluate(config: EvaluateConfig, *, evaluable: Evaluable | None = None,
 
     `evaluable` may be passed when the caller has already opened `config.model`.
     """
-    from fer_distill.data.prepared import read_prepared
-
     config.check()
     evaluable = evaluable or open_model(config.model)
     views = tuple(config.views) if config.views else default_views(evaluable)

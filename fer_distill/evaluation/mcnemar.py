@@ -86,7 +86,8 @@ def mcnemar_test(
         and both models' image indices (e.g. the `index` arrays of the saved predictions);
         any difference is an error, because an unpaired McNemar test means nothing.
     """
-    from statsmodels.stats.contingency_tables import mcnemar
+    # why here: statsmodels takes seconds to import and only this test needs it
+    from statsmodels.stats.contingency_tables import mcnemar  # why here: see above
 
     if not 0.0 < float(alpha) < 1.0:
         raise ValueError(f"mcnemar_test: alpha must be in (0, 1), got {alpha!r}")

@@ -97,8 +97,9 @@ def plot_confusion_matrix(
     with its count. Uses a bare Agg canvas, never pyplot: no global figure state, no display
     needed, safe in threads and on servers.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    # why here: matplotlib takes seconds to import and only this figure needs it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # why here: see above
+    from matplotlib.figure import Figure  # why here: see above
 
     cm = _check_cm(cm, class_names)
     k = len(class_names)

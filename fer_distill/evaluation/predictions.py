@@ -20,6 +20,7 @@ import numpy as np
 
 from fer_distill.atomic import atomic_path
 from fer_distill.data.occlusion import view_name
+from fer_distill.data.pipeline import make_dataset, view_input
 
 KEYS = ("index", "label", "pred", "probs")
 PREDICTIONS_DIR = "predictions"
@@ -47,8 +48,6 @@ def predict_split(model, prepared, split: str, view, batch_size: int = 64, *,
     given). The images go through the training pipeline's own `make_dataset`, so a test image
     is resized and occluded exactly as a training image was.
     """
-    from fer_distill.data.pipeline import make_dataset, view_input
-
     size = _input_size(model)
     key, occlusion = view_input(view)
     dataset = make_dataset(prepared, split, image_size=size, batch_size=int(batch_size),

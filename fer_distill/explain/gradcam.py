@@ -32,6 +32,9 @@ import numpy as np
 import tensorflow as tf
 
 from fer_distill.atomic import atomic_path
+from fer_distill.models import embedding_layer, logits_layer
+from fer_distill.serving.preprocess import model_input
+from fer_distill.serving.servable import CLASSIFIER
 
 
 def _is_relu(layer) -> bool:
@@ -123,8 +126,6 @@ def gradcam(model: keras.Model, inputs, class_index=None, layer: str | None = No
     """Grad-CAM of `model` for `inputs` (float32 (N, H, W, 3), the network's input: 0-255
     pixels, resized, view applied). `class_index`: an int, (N,) ints, or None for the
     predicted class. `layer`: the feature layer (default `target_layer(model)`)."""
-    from fer_distill.models import logits_layer
-
     layer = layer or target_layer(model)
     head = logits_layer(model)
     _check_classes(class_index, int(head.output.shape[-1]))
@@ -144,8 +145,6 @@ def fused_gradcam(kd_model: keras.Model, triplet_model: keras.Model, weights, bi
     """Grad-CAM of the fused SVM's decision (see the module docstring). `weights`, `bias`: the
     SVM's linear map (decision = [E_KD ; E_triplet] @ weights + bias, `FusionSVM.linear_map`).
     `inputs`: one float32 batch both students see, or a pair (one per student)."""
-    from fer_distill.models import embedding_layer
-
     models = (kd_model, triplet_model)
     if not isinstance(inputs, (tuple, list)):
         inputs = (inputs, inputs)
@@ -184,9 +183,6 @@ def explain(servable, images: Sequence[np.ndarray], class_index=None,
             layers: Sequence[str | None] | None = None) -> Explanation:
     """Grad-CAM of a `fer_distill.serving.servable.Servable` (classifier or fusion) on face
     crops (uint8 (H, W, 1|3) each, any sizes), preprocessed as in training and serving."""
-    from fer_distill.serving.preprocess import model_input
-    from fer_distill.serving.servable import CLASSIFIER
-
     sizes = servable.input_sizes
     if len(set(sizes)) != 1:
         raise ValueError(f"Grad-CAM of a fusion needs students of one input size, got {sizes}")
@@ -211,7 +207,7 @@ def explain(servable, images: Sequence[np.ndarray], class_index=None,
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """`heatmap` ([0, 1], jet colours) blended over `image` (0-255); float RGB in [0, 1]."""
-    import matplotlib
+    import matplotlib  # why here: seconds to import; only the figures need it
 
     colours = matplotlib.colormaps["jet"](np.clip(heatmap, 0.0, 1.0))[..., :3]
     return np.clip((1.0 - alpha) * np.asarray(image, np.float32) / 255.0 + alpha * colours,
@@ -227,8 +223,8 @@ def figure(explanation: Explanation, output: str | os.PathLike,
     lower-half-visible for the students), the Grad-CAM map, and the map over the seen face.
     Under each column: the predicted label, and the true one when `labels` are given.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # why here: as in `overlay`
+    from matplotlib.figure import Figure  # why here: as in `overlay`
 
     result = explanation.gradcam
     count = len(result.heatmap)

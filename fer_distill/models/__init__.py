@@ -16,8 +16,11 @@ from pathlib import Path
 
 import keras
 
-from fer_distill.models import layers  # noqa: F401  (registers the custom layers)
+from fer_distill.models import layers  # (importing it registers the custom layers)
+from fer_distill.models import simplenn
 from fer_distill.models import resnet50 as _resnet50
+from fer_distill.models.keras_resnet50 import load_keras_resnet50
+from fer_distill.models.matconvnet import load_matconvnet
 from fer_distill.models.mini import mini
 from fer_distill.models.resnet50 import resnet50
 from fer_distill.models.vgg_f import vgg_f
@@ -112,8 +115,6 @@ def rebuild(model: keras.Model) -> keras.Model:
     such as ResNet-50) by cloning its layers from their configs without their dtype.
     """
     if architecture_of(model) not in ("resnet50", UNKNOWN_DAG_ARCHITECTURE):
-        from fer_distill.models import simplenn
-
         normalization = next(layer for layer in model.layers
                              if isinstance(layer, layers.MeanSubtraction))
         return simplenn.build_chain(
@@ -171,9 +172,7 @@ def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
         if kwargs:
             raise ValueError(f"{path}: options {sorted(kwargs)} apply to .keras files only")
         if path.suffix == ".h5":
-            from fer_distill.models.keras_resnet50 import load_keras_resnet50
             return load_keras_resnet50(path)
-        from fer_distill.models.matconvnet import load_matconvnet
         return load_matconvnet(path)
     raise ValueError(f"{path}: expected a .keras file, a MatConvNet .mat file or Keras' "
                      f"ResNet50 weights (.h5, .weights.h5)")

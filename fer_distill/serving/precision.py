@@ -20,12 +20,16 @@ Use it through a `Servable`, which export and predict take as they are:
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from fer_distill.models import simplenn
 from fer_distill.models.layers import MeanSubtraction
+from fer_distill.serving.export import ServingModule, _probe_images
+from fer_distill.serving.tflite import TFLiteModel, convert
 
 POLICY = "bfloat16"
 
@@ -104,8 +108,6 @@ def candidates(features: set[str], allowed=PRECISIONS) -> tuple[dict, dict]:
 
 
 def _median_ms(call, images, repeats: int) -> float:
-    import time
-
     call(images)  # warm-up: traces, plans, allocates
     times = []
     for _ in range(repeats):
@@ -118,13 +120,7 @@ def _median_ms(call, images, repeats: int) -> float:
 def runner(servable, precision: str):
     """A callable: uint8 (N, H, W, 3) RGB crops -> {output: NumPy} (no `class_name`), running
     `servable` at `precision` ("float32", "bfloat16" or "int8", see `choose_precision`)."""
-    import tensorflow as tf
-
-    from fer_distill.serving.export import ServingModule
-
     if precision == "int8":
-        from fer_distill.serving.tflite import TFLiteModel, convert
-
         return TFLiteModel(convert(servable, quantization="dynamic_range"))
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -152,8 +148,6 @@ def choose_precision(servable, *, allowed=PRECISIONS, batch: int = 1, repeats: i
     Returns (precision, {precision: predict_images callable on uint8 (N, H, W, 3)}, record),
     where `record` says what was chosen and why (features, latencies, agreement).
     """
-    from fer_distill.serving.export import ServingModule, _probe_images
-
     allowed = tuple(allowed)
     unknown = [p for p in allowed if p not in PRECISIONS]
     if unknown or "float32" not in allowed:

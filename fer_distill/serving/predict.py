@@ -48,10 +48,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
 
 from fer_distill.atomic import atomic_path
+from fer_distill.data.occlusion import occlude
+from fer_distill.serving import export, onnx_model, tflite
+from fer_distill.serving import precision as precisions
+from fer_distill.serving.export import ServingModule
 from fer_distill.serving.faces import Box, Detector, clip, crop, whole_image
+from fer_distill.serving.servable import load_servable
 
 DEMO_DATASET = "demo"
 
@@ -87,9 +95,6 @@ class Predictor:
         weights, `precision.bfloat16_servable`), "int8" (the TFLite dynamic-range graph) or
         "auto" (`precision.choose_precision`: the fastest of those on this machine that agrees
         with float32; `metadata["precision"]` records what it chose and why)."""
-        from fer_distill.serving import precision as precisions
-        from fer_distill.serving.export import ServingModule
-
         if precision == "float32":
             module = ServingModule(servable)
             return cls(module.predict_images, module.serve_encoded,
@@ -112,8 +117,6 @@ class Predictor:
         with "class_id"): it adds "class_name" from `metadata["class_names"]` and serves
         encoded crops one by one (a runner takes one image size per call, as the SavedModel's
         serving_default resizes each crop on its own)."""
-        import tensorflow as tf
-
         names = np.asarray(metadata["class_names"], dtype=object)
 
         def predict_images(images):
@@ -154,35 +157,27 @@ class Predictor:
                              f"written in; precision {precision!r} applies to a run or "
                              "model file")
         if path.is_file() and path.suffix.lower() == ".onnx":
-            from fer_distill.serving.onnx_model import load_predictor as load_onnx
-
-            predictor = load_onnx(path)
+            runner, metadata = onnx_model.load_runner(path)
+            predictor = cls.from_runner(runner, metadata, owner=runner)
             if view is not None and view != predictor.view:
                 raise ValueError(f"{path}: this ONNX export applies view {predictor.view!r} "
                                  f"inside its graph; it cannot run with view {view!r}")
             return predictor
         if path.is_dir() and (path / "model.tflite").is_file():
-            from fer_distill.serving.tflite import load_predictor, read_metadata
-
-            recorded = read_metadata(path)["view"]
+            recorded = tflite.read_metadata(path)["view"]
             if view is not None and view != recorded:
                 raise ValueError(f"{path}: this TFLite export applies view {recorded!r} inside "
                                  f"its graph; it cannot run with view {view!r}")
-            return load_predictor(path)
+            runner, metadata = tflite.load_runner(path)
+            return cls.from_runner(runner, metadata, owner=runner)
         if path.is_dir() and (path / "saved_model.pb").is_file():
-            import tensorflow as tf
-
-            from fer_distill.serving.export import read_metadata
-
-            metadata = read_metadata(path)
+            metadata = export.read_metadata(path)
             if view is not None and view != metadata["view"]:
                 raise ValueError(f"{path}: this SavedModel applies view {metadata['view']!r} "
                                  f"inside its graph; it cannot run with view {view!r} (export "
                                  "again with that view)")
             loaded = tf.saved_model.load(str(path))
             return cls(loaded.predict_images, loaded.serve_encoded, metadata, loaded)
-        from fer_distill.serving.servable import load_servable
-
         return cls.from_servable(load_servable(path, view=view, kd_student=kd_student,
                                                triplet_student=triplet_student),
                                  precision=precision)
@@ -202,8 +197,6 @@ class Predictor:
 
     def __call__(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Predictions for uint8 RGB crops (H_i, W_i, 3): the export's outputs as NumPy."""
-        import tensorflow as tf
-
         crops = [np.asarray(c) for c in crops]
         for i, c in enumerate(crops):
             if c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3 or 0 in c.shape:
@@ -220,8 +213,6 @@ class Predictor:
 
 def encode_png(image: np.ndarray) -> bytes:
     """A uint8 RGB image as PNG bytes (lossless; fast compression level)."""
-    import cv2
-
     ok, buffer = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                               [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
@@ -295,8 +286,6 @@ class Frame:
 
 def read_image(path: Path) -> np.ndarray:
     """An image file as uint8 RGB (H, W, 3); ValueError naming the file when it is unreadable."""
-    import cv2
-
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise ValueError(f"{path}: the file is empty")
@@ -313,8 +302,6 @@ def read_image(path: Path) -> np.ndarray:
 
 def video_frame_count(path: Path) -> int:
     """The frame count the container declares (0 when unknown)."""
-    import cv2
-
     capture = cv2.VideoCapture(str(path))
     try:
         return max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0) if capture.isOpened() else 0
@@ -325,8 +312,6 @@ def video_frame_count(path: Path) -> int:
 def read_frames(source: Source, every_nth_frame: int = 1) -> Iterator[Frame]:
     """The image, or frames 0, n, 2n, ... of the video; an unreadable file gives one Frame with
     `error` set."""
-    import cv2
-
     if source.kind == MISSING:
         yield Frame(source, None, error=f"{source.path}: input not found")
         return
@@ -381,16 +366,12 @@ def _annotation_path(annotate_dir: Path, frame: Frame, taken: set) -> Path:
 
 def _hidden(box: Box, view) -> np.ndarray:
     """Boolean (h, w): the pixels of a face box that the model's view hides."""
-    from fer_distill.data.occlusion import occlude
-
     _, _, w, h = box
     return occlude(np.ones((1, h, w, 1), np.float32), view)[0, ..., 0] == 0
 
 
 def _draw(image: np.ndarray, boxes: Sequence[Box], labels: Sequence[str],
           view=None) -> np.ndarray:
-    import cv2
-
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     height, width = bgr.shape[:2]
     scale = max(0.35, min(height, width) / 600)
@@ -411,8 +392,6 @@ def _draw(image: np.ndarray, boxes: Sequence[Box], labels: Sequence[str],
 
 
 def _write_jpeg(path: Path, bgr: np.ndarray) -> None:
-    import cv2
-
     ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise ValueError(f"could not encode the annotated image {path}")
@@ -452,8 +431,6 @@ def predict_files(
     a summary: {"output", "frames", "faces", "no_face", "fallback", "unreadable": [file, ...]}
     ("no_face" counts frames the detector found no face in, with or without a fallback).
     """
-    from tqdm import tqdm
-
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     if int(every_nth_frame) < 1:

@@ -21,11 +21,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fer_distill.atomic import read_json
+from fer_distill import rundir
 from fer_distill.data.classes import CLASS_NAMES
 from fer_distill.data.occlusion import resolve_view
-from fer_distill.train import rundir
-from fer_distill.train.rundir import student_model_file
+from fer_distill.distill.fusion import FusionSVM
+from fer_distill.models import embedding_layer, load_model
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Servable:
 
 
 def _read_config(run: Path) -> dict[str, Any]:
-    return read_json(run / CONFIG_FILE, what="run config")
+    return rundir.read_config(run)
 
 
 def _choose_view(view: str | None, recorded: str | None, where: str) -> str:
@@ -127,8 +127,6 @@ def _warn_unfinished(run: Path) -> None:
 
 
 def _load_keras(path: Path):
-    from fer_distill.models import load_model
-
     # why compile=False: serving needs the network, not the optimiser or loss it trained with
     return load_model(path, compile=False) if path.suffix == ".keras" else load_model(path)
 
@@ -149,8 +147,6 @@ def load_fusion(fusion_dir: str | os.PathLike, kd_student, triplet_student, *, v
                 source: dict[str, Any] | None = None) -> Servable:
     """The fused model from a saved `FusionSVM` directory and the two students (Keras models or
     paths to .keras files)."""
-    from fer_distill.distill.fusion import FusionSVM
-
     svm = FusionSVM.load(fusion_dir)
     models = []
     for which, model in (("kd", kd_student), ("triplet", triplet_student)):
@@ -158,8 +154,6 @@ def load_fusion(fusion_dir: str | os.PathLike, kd_student, triplet_student, *, v
             model = _load_keras(Path(model))
         models.append(model)
     for which, model, dim in zip(("kd", "triplet"), models, svm.dims_):
-        from fer_distill.models import embedding_layer
-
         width = int(embedding_layer(model).output.shape[-1])
         if width != dim:
             raise ValueError(
@@ -214,8 +208,10 @@ def load_servable(path: str | os.PathLike, *, view: str | None = None,
             _warn_unfinished(path)
             if kd_student is None or triplet_student is None:
                 (kd_key, kd_ref), (tr_key, tr_ref) = _student_references(config, path)
-                kd_student = kd_student or student_model_file(str(kd_ref), path, kd_key)
-                triplet_student = triplet_student or student_model_file(str(tr_ref), path, tr_key)
+                kd_student = kd_student or rundir.student_model_file(str(kd_ref), path,
+                                                                     kd_key)
+                triplet_student = triplet_student or rundir.student_model_file(
+                    str(tr_ref), path, tr_key)
             return load_fusion(path / FUSION_DIR, kd_student, triplet_student, view=chosen,
                                class_names=_class_names(config),
                                source={**source, "kd_student": str(kd_student),

@@ -30,8 +30,8 @@ Quantisation choices (`QUANTIZATIONS`):
 - "float16": float16 weights, dequantised to float32 when the interpreter loads them (half the
   file, float32 speed).
 
-`load_predictor(DIR)` returns a `fer_distill.serving.predict.Predictor`, so `predict_files`
-writes the same CSV from a TFLite file as from a SavedModel.
+`fer_distill.serving.predict.Predictor.load(DIR)` runs an export (`load_runner` here), so
+`predict_files` writes the same CSV from a TFLite file as from a SavedModel.
 """
 from __future__ import annotations
 
@@ -42,11 +42,13 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from fer_distill.atomic import atomic_path, write_json
 from fer_distill.serving import preprocess
+from fer_distill.serving.export import ServingModule, _probe_images, describe
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +89,6 @@ def convert(servable, *, quantization: str = "dynamic_range") -> bytes:
     `tf.saved_model.save` of the module it keeps them as variables nothing initialises, and
     the file computes NaN).
     """
-    import keras
-
-    from fer_distill.serving.export import ServingModule
-
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     module = ServingModule(servable)
@@ -164,8 +162,6 @@ def export_tflite(servable, output: str | os.PathLike, *,
     `FLOAT32_TOLERANCE` or nothing is written; for the quantised variants the agreement is
     recorded in metadata.json (`probe_agreement`).
     """
-    from fer_distill.serving.export import ServingModule, _probe_images, describe
-
     output = Path(output)
     if output.exists() and not (output / MODEL_FILE).is_file() and (
             not output.is_dir() or any(output.iterdir())):
@@ -205,10 +201,10 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return metadata
 
 
-def load_predictor(path: str | os.PathLike, *, num_threads: int | None = None):
-    """A `Predictor` (fer_distill.serving.predict) running the TFLite export at `path`."""
-    from fer_distill.serving.predict import Predictor
-
+def load_runner(path: str | os.PathLike, *,
+                num_threads: int | None = None) -> tuple[TFLiteModel, dict]:
+    """(runner, metadata) of the TFLite export at `path`; `Predictor.load(path)`
+    (fer_distill.serving.predict) wraps them."""
     path = Path(path)
     metadata = read_metadata(path)
     model_file = path / MODEL_FILE
@@ -216,4 +212,4 @@ def load_predictor(path: str | os.PathLike, *, num_threads: int | None = None):
         raise FileNotFoundError(f"{path}: no {MODEL_FILE}")
     model = TFLiteModel(model_file.read_bytes(), num_threads=num_threads,
                         source=str(model_file))
-    return Predictor.from_runner(model, metadata, owner=model)
+    return model, metadata

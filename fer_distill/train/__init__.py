@@ -7,7 +7,7 @@
                     teacher="runs/ferplus/vgg_face/teacher/model.keras"))
 
 Hyper-parameters left unset take the paper's values (`paper_defaults`); the run directory it
-writes is described in `fer_distill.train.rundir` and docs/DESIGN.md. `experiments/train.py`
+writes is described in `fer_distill.rundir` and docs/DESIGN.md. `experiments/train.py`
 is the command-line front end.
 """
 from fer_distill.train.callbacks import NonFiniteLoss

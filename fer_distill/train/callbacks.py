@@ -27,6 +27,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
+import h5py
 import keras
 import numpy as np
 
@@ -209,8 +210,6 @@ def damage(checkpoint: Path) -> str | None:
     """What is wrong with a checkpoint's files, or None. Cheap: the JSON is parsed, the h5 and
     npz containers are opened (both check their own length, so a truncation shows), no weights
     are read."""
-    import h5py
-
     checkpoint = Path(checkpoint)
     try:
         state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))

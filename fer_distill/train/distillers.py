@@ -50,7 +50,7 @@ def build_trainer(config, prepared, loaded, rows, size, policy, workdir, chief, 
     if config.stage != "rkd":
         raise ValueError(f"distillers: no trainer for stage {config.stage!r}")
     from fer_distill.distill.rkd_model import RKDModel
-    from fer_distill.train import rundir
+    from fer_distill import rundir
     from fer_distill.train.teacher_cache import teacher_outputs
 
     settings = dict(lam=config.rkd_lambda, distance_weight=config.rkd_distance_weight,

@@ -16,13 +16,20 @@ The batch size of a config is the GLOBAL batch (the paper's 64 / 512), split acr
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
+import platform
+import subprocess
 import sys
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Iterator
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+import fer_distill
 
 
 def progress(verbose: int) -> int:
@@ -115,3 +122,39 @@ def chief_in_tf_config() -> bool:
         return True
     has_chief = "chief" in (spec.get("cluster") or {})
     return task["type"] == "worker" and int(task.get("index", 0)) == 0 and not has_chief
+
+
+def git_state(directory) -> dict[str, Any]:
+    """The git commit (and whether the tree has uncommitted changes) of the checkout holding
+    `directory`; None values when it is not in a git checkout or git is missing."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True,
+                              text=True, timeout=20, check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
+def environment(*, seed: int, policy: str, strategy) -> dict[str, Any]:
+    """What RUN/environment.json records about this process."""
+    return {
+        "package": "fer-distill",
+        "version": fer_distill.__version__,
+        **git_state(Path(fer_distill.__file__).resolve().parent),
+        "python": sys.version.split()[0],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "strategy": type(strategy).__name__,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "dtype_policy": policy,
+        "seed": int(seed),
+        "argv": list(sys.argv),
+        "pid": os.getpid(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }

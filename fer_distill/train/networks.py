@@ -15,7 +15,8 @@ from typing import Sequence
 
 import keras
 
-from fer_distill import models
+from fer_distill import models, rundir
+from fer_distill.models.matconvnet import read_matconvnet, to_keras
 from fer_distill.train.execution import dtype_policy
 
 SCRATCH = "scratch"
@@ -35,8 +36,6 @@ def load_network(path, *, role: str, arch: str) -> keras.Model:
         raise FileNotFoundError(f"{role} file {path} not found")
     try:
         if path.suffix == ".mat":
-            from fer_distill.models.matconvnet import read_matconvnet, to_keras
-
             network = read_matconvnet(path)
             model = to_keras(network)
             if network.class_names:
@@ -68,7 +67,7 @@ def check_classes(model: keras.Model, path, *, role: str, class_names: Sequence[
     if model in _MAT_CLASS_NAMES:
         _check_mat_class_names(_MAT_CLASS_NAMES[model], path, role=role,
                                class_names=class_names)
-    run_config = Path(path).parent / "config.json"
+    run_config = Path(path).parent / rundir.CONFIG
     if run_config.is_file():
         try:
             recorded = json.loads(run_config.read_text(encoding="utf-8")).get("class_names")

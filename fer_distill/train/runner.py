@@ -1,4 +1,4 @@
-"""`run(config)`: one stage of the paper into one run directory (fer_distill.train.rundir).
+"""`run(config)`: one stage of the paper into one run directory (fer_distill.rundir).
 
 Order of work, and why:
 0. One process at a time: the run directory's lock (rundir.writing) is held throughout.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,17 +26,28 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fer_distill import rundir
 from fer_distill.atomic import atomic_path, write_json
+from fer_distill.data.pipeline import make_dataset, steps_per_epoch
+from fer_distill.data.prepared import read_prepared
+from fer_distill.distill.fusion import FusionSVM
+from fer_distill.distill.kd_model import KDModel
+from fer_distill.distill.triplet_model import MiningPools, TripletModel, embed
 from fer_distill.evaluation import figures
+from fer_distill.evaluation import metrics as metrics_lib
+from fer_distill.evaluation.predictions import (predict_split, predictions_path, save_predictions,
+                                                softmax)
+from fer_distill.evaluation.transfer import transfer_of_predictions
+from fer_distill.models import embedding_model
 from fer_distill.train import callbacks as cb
 from fer_distill.train import distillers
 from fer_distill.train import loop
 from fer_distill.train import networks as nets
-from fer_distill.train import rundir
 from fer_distill.train.config import (DISTILLATION_STAGES, FINE_TUNING_STAGES,
                                       RUN_CONTROL_FIELDS, TrainConfig)
-from fer_distill.train.execution import (chief_in_tf_config, dtype_policy, is_chief,
-                                         make_strategy, progress, resolve_policy)
+from fer_distill.train.execution import (chief_in_tf_config, dtype_policy, environment,
+                                         is_chief, make_strategy, progress, resolve_policy)
+from fer_distill.train.teacher_cache import teacher_outputs
 
 EVAL_SPLITS = ("validation", "test")
 # A stream of random numbers of its own for the `max_train_examples` subset.
@@ -101,8 +113,8 @@ def _run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] =
                 "class_names": list(prepared.class_names), "dtype_policy": policy,
                 "num_train_examples": len(_training_rows(config, prepared)),
                 "init_info": loaded.get("init_info")})
-            environment = rundir.environment(seed=config.seed, policy=policy, strategy=strategy)
-            _write_environment(workdir, environment, resumed=decision == "resume")
+            process = environment(seed=config.seed, policy=policy, strategy=strategy)
+            _write_environment(workdir, process, resumed=decision == "resume")
         if config.stage == "fuse":
             return _fuse(config, prepared, loaded, workdir, chief)
         with strategy.scope():
@@ -123,8 +135,6 @@ def _run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] =
 # ------------------------------------------------------------------------------------------
 
 def _open_data(config: TrainConfig):
-    from fer_distill.data.prepared import read_prepared
-
     prepared = read_prepared(config.data)
     if prepared.manifest_only:
         raise ValueError(
@@ -191,8 +201,6 @@ def _networks(config: TrainConfig, prepared, policy: str) -> dict[str, Any]:
 
 
 def _check_batches(config: TrainConfig, prepared, strategy) -> None:
-    from fer_distill.data.pipeline import steps_per_epoch
-
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible "
@@ -208,8 +216,6 @@ def _write_environment(workdir: Path, environment: dict, *, resumed: bool) -> No
     path = workdir / rundir.ENVIRONMENT
     sessions = []
     if resumed and path.is_file():
-        import json
-
         old = json.loads(path.read_text(encoding="utf-8"))
         sessions = old.pop("earlier_sessions", []) + [old]
     write_json(path, {**environment, "earlier_sessions": sessions})
@@ -237,8 +243,6 @@ def _stage_inputs(config: TrainConfig):
 
 
 def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callbacks):
-    from fer_distill.data.pipeline import make_dataset, steps_per_epoch
-
     student = loaded["student"]
     size = loaded["image_size"]
     rows = _training_rows(config, prepared)
@@ -342,9 +346,6 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
 
 
 def _kd_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
-    from fer_distill.distill.kd_model import KDModel
-    from fer_distill.train.teacher_cache import teacher_outputs
-
     teacher = loaded["teacher"]
     if config.teacher_mode == "live":
         return KDModel(loaded["student"], teacher, lam=config.kd_lambda,
@@ -370,10 +371,6 @@ def _kd_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
 
 
 def _triplet_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
-    from fer_distill.distill.triplet_model import MiningPools, TripletModel, embed
-    from fer_distill.models import embedding_model
-    from fer_distill.train.teacher_cache import teacher_outputs
-
     teacher = loaded["teacher"]
     trainer = TripletModel(loaded["student"], source_shape=prepared.image_shape,
                            image_size=size, occlusion=config.view, lam=config.triplet_lambda,
@@ -418,9 +415,6 @@ def _shuffled(rows: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _finish(config, prepared, student, summary, workdir, chief, teacher=None) -> dict:
-    from fer_distill.evaluation.predictions import predict_split
-    from fer_distill.evaluation.transfer import transfer_of_predictions
-
     # A float32, uncompiled copy: the file carries no optimizer state and no mixed policy.
     final = nets.under_policy(student, "float32", copy=True)
     if chief:
@@ -451,11 +445,6 @@ def _finish(config, prepared, student, summary, workdir, chief, teacher=None) ->
 
 
 def _fuse(config, prepared, loaded, workdir, chief) -> dict:
-    from fer_distill.distill.fusion import FusionSVM
-    from fer_distill.distill.triplet_model import embed
-    from fer_distill.evaluation.predictions import softmax
-    from fer_distill.models import embedding_model
-
     size = loaded["image_size"]
     embedders = {name: embedding_model(loaded[name]) for name in ("kd", "triplet")}
 
@@ -499,9 +488,6 @@ def _fuse(config, prepared, loaded, workdir, chief) -> dict:
 def _evaluate_splits(config, prepared, workdir, chief, predict) -> tuple[dict, dict]:
     """Runs `predict(split)` on every evaluation split, saves the per-image predictions (the
     chief only) and returns ({split: metrics summary}, {split: predictions file})."""
-    from fer_distill.evaluation import metrics as metrics_lib
-    from fer_distill.evaluation.predictions import predictions_path, save_predictions
-
     results, paths = {}, {}
     for split in EVAL_SPLITS:
         predictions = predict(split)

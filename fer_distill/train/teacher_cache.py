@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from fer_distill.atomic import atomic_path, write_json
+from fer_distill.data.pipeline import make_dataset
+from fer_distill.models import embedding_model
 from fer_distill.train.execution import progress
 
 FORMAT = "fer_distill.teacher_cache/1"
@@ -80,9 +82,6 @@ def teacher_outputs(teacher, prepared, split: str, rows, *, image_size: int, bat
 
     `write=False` (non-chief workers) computes without writing.
     """
-    from fer_distill.data.pipeline import make_dataset
-    from fer_distill.models import embedding_model
-
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     directory = Path(cache_dir) / f"teacher-{split}"
     meta = {

@@ -152,14 +152,21 @@ def test_a_few_steps_lower_the_kd_loss(networks, data):
     assert after < before
 
 
-def test_missing_table_and_teacher_is_a_clear_error(networks, data):
+def test_the_mode_is_fixed_at_construction_and_gaps_are_clear_errors(networks, data):
     student = mini(8, 32)
-    model = KDModel(student, None, lam=0.7, temperature=20.0, temperature_squared=False)
+    with pytest.raises(ValueError, match="cached mode.*live mode"):
+        KDModel(student, None, lam=0.7, temperature=20.0, temperature_squared=False)
+    assert KDModel(student, networks[1], lam=0.7, temperature=20.0, temperature_squared=False).mode == "live"
+    model = KDModel(student, None, lam=0.7, temperature=20.0, temperature_squared=False, train_logits=np.zeros((N, 8)))
+    assert model.mode == "cached"
     x = {"image": data["occluded"][:2], "index": data["index"][:2]}
+    # a cached model without an evaluation table nor a teacher cannot evaluate
     with pytest.raises(ValueError, match="teacher must run live"):
-        model.compute_loss(x, data["label"][:2], model(x))
+        model.compute_loss(x, data["label"][:2], model(x), training=False)
     with pytest.raises(ValueError, match=r"must be \(N, 8\)"):
         model.set_logits(train=np.zeros((4, 7)))
+    with pytest.raises(ValueError, match="no eval table"):
+        model.set_logits(eval=np.zeros((4, 8)))
 
 
 def test_xla_and_mixed_precision_agree_with_float32(networks, data):

@@ -1,11 +1,11 @@
 """mine_triplets and pairwise_squared_distances against brute-force loops; ties, empty classes,
-chunking, both algorithms, XLA, dtypes, and the per-epoch TripletMiner."""
-import functools
-
+chunking, XLA, dtypes, and the per-epoch TripletMiner; the benchmark's eager by_class miner
+(experiments/mining_by_class.py) gives the same answers."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from experiments.mining_by_class import mine_triplets_by_class
 from fer_distill.distill.mining import TripletMiner, mine_triplets, pairwise_squared_distances
 
 
@@ -63,29 +63,30 @@ def test_pairwise_squared_distances_clipped_at_zero_and_float32():
     assert np.all(np.isfinite(np.sqrt(d.numpy())))
 
 
-ALGORITHMS = ["by_class", "masked"]
+# The package's miner and the benchmark's by_class one: every case below holds for both.
+MINERS = pytest.mark.parametrize("mine", [mine_triplets, mine_triplets_by_class],
+                                 ids=["masked", "by_class"])
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_hand_example(algorithm):
+@MINERS
+def test_hand_example(mine):
     """The docstring's 1-d example: positives [1, 3], negatives [2, 1] (tie → lowest row)."""
-    pos, neg = mine_triplets(
+    pos, neg = mine(
         np.array([[0.0], [10.0]]), [0, 1],
         np.array([[1.0], [5.0], [-5.0], [12.0]]), [0, 0, 0, 1],
         np.array([[2.0], [9.0], [-1.0]]), [1, 0, 1],
-        algorithm=algorithm,
     )
     assert pos.dtype == tf.int32 and neg.dtype == tf.int32
     np.testing.assert_array_equal(pos.numpy(), [1, 3])
     np.testing.assert_array_equal(neg.numpy(), [2, 1])
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@MINERS
 @pytest.mark.parametrize("seed", [0, 1])
-def test_matches_brute_force_loop_on_random_data(seed, algorithm):
+def test_matches_brute_force_loop_on_random_data(seed, mine):
     rng = np.random.default_rng(seed)
     a, al, p, pl, n, nl = _random_problem(rng)
-    pos, neg = mine_triplets(a, al, p, pl, n, nl, algorithm=algorithm)
+    pos, neg = mine(a, al, p, pl, n, nl)
     loop_pos, loop_neg = _loop_mine(a, al, p, pl, n, nl)
     # Indices equal unless two candidates are within float32 rounding of each other; check
     # the mined candidate is as far (close) as the loop's, and that indices mostly agree.
@@ -101,51 +102,50 @@ def test_matches_brute_force_loop_on_random_data(seed, algorithm):
     assert np.mean(pos.numpy() == loop_pos) > 0.95 and np.mean(neg.numpy() == loop_neg) > 0.95
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_ties_go_to_the_lowest_pool_index_exactly_like_the_loop(algorithm):
+@MINERS
+def test_ties_go_to_the_lowest_pool_index_exactly_like_the_loop(mine):
     rng = np.random.default_rng(2)
     a, al, p, pl, n, nl = _random_problem(rng, n_anchor=30, n_pool=40, dim=3, classes=3,
                                           integer=True)
     # Duplicate rows (same label) guarantee exact ties on top of the many integer ones.
     p[20:] = p[:20]
     pl[20:] = pl[:20]
-    pos, neg = mine_triplets(a, al, p, pl, n, nl, algorithm=algorithm)
+    pos, neg = mine(a, al, p, pl, n, nl)
     loop_pos, loop_neg = _loop_mine(a, al, p, pl, n, nl)
     np.testing.assert_array_equal(pos.numpy(), loop_pos)
     np.testing.assert_array_equal(neg.numpy(), loop_neg)
     assert np.all(pos.numpy() < 20)  # a duplicate in the upper half never wins
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_empty_classes_give_minus_one(algorithm):
+@MINERS
+def test_empty_classes_give_minus_one(mine):
     a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
     al = [0, 1, 2]
     p = np.array([[5.0, 5.0], [1.0, 1.0]], np.float32)
     pl = [0, 0]  # no positive for classes 1 and 2
     n = np.array([[2.0, 2.0], [3.0, 3.0]], np.float32)
     nl = [2, 2]  # every negative is class 2: none for the class-2 anchor
-    pos, neg = mine_triplets(a, al, p, pl, n, nl, algorithm=algorithm)
+    pos, neg = mine(a, al, p, pl, n, nl)
     np.testing.assert_array_equal(pos.numpy(), [0, -1, -1])
     np.testing.assert_array_equal(neg.numpy(), [0, 0, -1])
     # Empty pools and no anchors are ordinary cases too.
     empty = np.zeros((0, 2), np.float32)
     none = np.zeros(0, int)
-    pos, neg = mine_triplets(a, al, empty, none, empty, none, algorithm=algorithm)
+    pos, neg = mine(a, al, empty, none, empty, none)
     np.testing.assert_array_equal(pos.numpy(), [-1, -1, -1])
     np.testing.assert_array_equal(neg.numpy(), [-1, -1, -1])
-    pos, neg = mine_triplets(empty, none, p, pl, n, nl, algorithm=algorithm)
+    pos, neg = mine(empty, none, p, pl, n, nl)
     assert pos.shape == (0,) and neg.shape == (0,)
 
 
-def test_chunked_equals_unchunked_and_algorithms_and_xla_agree():
+def test_chunked_equals_unchunked_and_by_class_and_xla_agree():
     rng = np.random.default_rng(3)
     a, al, p, pl, n, nl = _random_problem(rng, n_anchor=37)
-    whole = [t.numpy() for t in mine_triplets(a, al, p, pl, n, nl, chunk_size=1000,
-                                              algorithm="masked")]
-    compiled = tf.function(mine_triplets, jit_compile=True)  # "auto" → "masked" in a graph
-    by_class = functools.partial(mine_triplets, algorithm="by_class")
+    whole = [t.numpy() for t in mine_triplets(a, al, p, pl, n, nl, chunk_size=1000)]
+    compiled = tf.function(mine_triplets, jit_compile=True)
     for chunk in (1, 5, 8, 36, 37):  # 37 = 4·8 + 5: the last chunk overlaps its predecessor
-        for name, fn in (("eager", mine_triplets), ("xla", compiled), ("by_class", by_class)):
+        for name, fn in (("eager", mine_triplets), ("xla", compiled),
+                         ("by_class", mine_triplets_by_class)):
             got = [t.numpy() for t in fn(a, al, p, pl, n, nl, chunk_size=chunk)]
             np.testing.assert_array_equal(got[0], whole[0], err_msg=f"{name}, chunk {chunk}")
             np.testing.assert_array_equal(got[1], whole[1], err_msg=f"{name}, chunk {chunk}")
@@ -180,9 +180,9 @@ def test_bad_input_is_named():
         mine_triplets(a, [0.0, 1.0], a, [0, 1], a, [0, 1])
     with pytest.raises(ValueError, match="chunk_size"):
         mine_triplets(a, [0, 1], a, [0, 1], a, [0, 1], chunk_size=0)
-    with pytest.raises(ValueError, match="algorithm must be one of"):
-        mine_triplets(a, [0, 1], a, [0, 1], a, [0, 1], algorithm="fast")
-    graph = tf.function(functools.partial(mine_triplets, algorithm="by_class"))
+    with pytest.raises(ValueError, match="chunk_size"):
+        mine_triplets_by_class(a, [0, 1], a, [0, 1], a, [0, 1], chunk_size=0)
+    graph = tf.function(mine_triplets_by_class)
     with pytest.raises(ValueError, match="eagerly only"):
         graph(a, [0, 1], a, [0, 1], a, [0, 1])
 

@@ -10,7 +10,7 @@ from absl.testing import flagsaver
 from experiments import export_tflite
 from fer_distill.data.occlusion import occlude
 from fer_distill.models import mini
-from fer_distill.serving.tflite import load_predictor
+from fer_distill.serving.predict import Predictor
 
 NO_FLAGS = dict(model=None, output=None, view=None, kd_student=None, triplet_student=None,
                 quantization="dynamic_range")
@@ -32,7 +32,7 @@ def test_a_student_run_exports_with_its_view(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["view"] == "lower_half_visible" and printed["quantization"] == "none"
     assert printed["megabytes"] > 0
-    predictor = load_predictor(tmp_path / "lite")
+    predictor = Predictor.load(tmp_path / "lite")
     assert predictor.metadata["source"]["export_config"]["model"] == str(run)
     crops = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     got = predictor(list(crops))["logits"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from experiments import matconvnet_writer as writer
 from experiments.convert_matconvnet import format_summary
 from fer_distill import models
 from fer_distill.models import matconvnet as mc
@@ -142,17 +143,18 @@ def test_bad_graphs_name_the_file_and_the_layer(tmp_path, break_it, message):
 
 def test_matlab_v73_dagnn_file(tmp_path):
     """The same graph as MATLAB's `save -v7.3` stores it (HDF5 struct arrays of references;
-    written by the package's v7.3 writer, checked against MATLAB's conventions in
-    test_matconvnet.py)."""
+    written by experiments/matconvnet_writer.py's v7.3 writer, checked against MATLAB's
+    conventions in test_matconvnet.py)."""
     layers, params = _tiny_graph()
     variables = {
-        "layers": mc.StructArray(layers),
-        "params": mc.StructArray([{"name": k, "value": v} for k, v in params.items()]),
-        "vars": mc.StructArray([{"name": n, "precious": False} for n in ("data", "a", "b", "c")]),
+        "layers": writer.StructArray(layers),
+        "params": writer.StructArray([{"name": k, "value": v} for k, v in params.items()]),
+        "vars": writer.StructArray([{"name": n, "precious": False}
+                                    for n in ("data", "a", "b", "c")]),
         "meta": {"normalization": {"averageImage": np.full((1, 1, 3), 100.0, np.float32),
                                    "imageSize": np.array([[4.0, 4.0, 3.0]])}}}
     path = tmp_path / "dag73.mat"
-    mc._write_v73(path, variables)
+    writer.write_v73(path, variables)
     network = mc.read_matconvnet(path)
     assert (network.layout, network.matlab_version) == ("dagnn-top", "7.3")
     image = np.random.default_rng(4).uniform(0, 255, (1, 4, 4, 3)).astype(np.float32)

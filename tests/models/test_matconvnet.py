@@ -2,14 +2,15 @@
 
 The tests write real-format files themselves: the networks are listed here in MatConvNet's
 own layout (from `cnn_imagenet_init.m` and the model zoo), with random weights, and saved with
-`scipy.io.savemat` in each SimpleNN layout; v7.3 files come from the package's writer and are
-checked against MATLAB's HDF5 conventions. Full-size VGG-f and VGG-face are built once per
+`scipy.io.savemat` in each SimpleNN layout; v7.3 files come from
+experiments/matconvnet_writer.py and are checked against MATLAB's HDF5 conventions. Full-size VGG-f and VGG-face are built once per
 module and run on one 224x224 image.
 """
 import numpy as np
 import pytest
 import scipy.io
 
+from experiments import matconvnet_writer as writer
 from fer_distill import models
 from fer_distill.models import matconvnet as mc
 
@@ -229,7 +230,7 @@ def test_vgg_f_every_layout_reads_the_same_network(vgg_f_case, layout):
 
 def test_vgg_f_round_trips_through_matlab_v73(vgg_f_case):
     path = vgg_f_case["dir"] / "vgg-f-v73.mat"
-    mc.save_matconvnet(vgg_f_case["model"], path, "beta17", matlab_version="7.3")
+    writer.save_matconvnet(vgg_f_case["model"], path, "beta17", matlab_version="7.3")
     network = mc.read_matconvnet(path)
     assert (network.matlab_version, network.architecture) == ("7.3", "vgg_f")
     _assert_same_weights(vgg_f_case["model"], mc.to_keras(network))
@@ -282,7 +283,7 @@ def test_vgg_face_layouts_read_the_same_network(vgg_face_case, layout):
 
 def test_vgg_face_round_trips_through_matlab_v73(vgg_face_case):
     path = vgg_face_case["dir"] / "vgg_face_v73.mat"
-    mc.save_matconvnet(vgg_face_case["model"], path, "net", matlab_version="7.3")
+    writer.save_matconvnet(vgg_face_case["model"], path, "net", matlab_version="7.3")
     network = mc.read_matconvnet(path)
     assert (network.matlab_version, network.architecture) == ("7.3", "vgg_face")
     model = mc.to_keras(network)
@@ -319,7 +320,7 @@ def test_unknown_chain_matches_reference_in_every_layout(tmp_path, layout):
 @pytest.mark.parametrize("version", mc.MATLAB_VERSIONS)
 def test_writer_round_trips_every_layout(tmp_path, layout, version):
     model = models.mini(num_classes=3, input_size=36)
-    path = mc.save_matconvnet(model, tmp_path / f"net-epoch-2.mat", layout,
+    path = writer.save_matconvnet(model, tmp_path / f"net-epoch-2.mat", layout,
                               matlab_version=version, epoch=2, class_names=["a", "b", "c"])
     network = mc.read_matconvnet(path)
     assert (network.layout, network.matlab_version, network.architecture) == \
@@ -335,7 +336,7 @@ def test_writer_round_trips_every_layout(tmp_path, layout, version):
 
 def test_writer_produces_what_scipy_and_matconvnet_expect(tmp_path):
     model = models.mini()
-    path = mc.save_matconvnet(model, tmp_path / "m.mat", "beta17")
+    path = writer.save_matconvnet(model, tmp_path / "m.mat", "beta17")
     raw = scipy.io.loadmat(path)
     layers = raw["layers"]
     assert layers.shape == (1, 13)  # a 1xL cell, ending with the softmax 'prob'
@@ -356,7 +357,7 @@ def test_writer_produces_what_scipy_and_matconvnet_expect(tmp_path):
 def test_v73_files_follow_matlabs_hdf5_conventions(tmp_path):
     import h5py
     model = models.mini()
-    path = mc.save_matconvnet(model, tmp_path / "m.mat", "beta17", matlab_version="7.3")
+    path = writer.save_matconvnet(model, tmp_path / "m.mat", "beta17", matlab_version="7.3")
     header = path.read_bytes()[:128]
     assert header.startswith(b"MATLAB 7.3 MAT-file") and header[124:128] == b"\x00\x02IM"
     with h5py.File(path, "r") as f:
@@ -388,7 +389,7 @@ def test_a_filter_with_matlabs_trailing_singleton_dropped(tmp_path):
 
 def test_pretrained_file_keeps_its_width_and_load_model_reads_mat(tmp_path):
     model = models.mini(num_classes=1000)
-    path = mc.save_matconvnet(model, tmp_path / "zoo.mat")
+    path = writer.save_matconvnet(model, tmp_path / "zoo.mat")
     loaded = models.load_model(path)
     assert loaded.output.shape == (None, 1000) and loaded.name == "mini"
     assert models.with_new_head(loaded, 8).output.shape == (None, 8)
@@ -397,7 +398,7 @@ def test_pretrained_file_keeps_its_width_and_load_model_reads_mat(tmp_path):
 def test_convert_writes_keras_that_loads_after_import(tmp_path):
     import keras
     model = models.mini(input_size=48)
-    mat = mc.save_matconvnet(model, tmp_path / "t.mat", "checkpoint", epoch=3)
+    mat = writer.save_matconvnet(model, tmp_path / "t.mat", "checkpoint", epoch=3)
     converted, summary = mc.convert(mat, tmp_path / "t.keras")
     assert summary["architecture"] == "mini" and summary["num_classes"] == 8
     assert summary["keras_parameters"] == model.count_params()
@@ -464,7 +465,7 @@ def test_dagnn_file_is_read_as_a_graph_and_a_map_output_refused(tmp_path):
 
 @pytest.mark.parametrize("version", ["5", "7.3"])
 def test_truncated_files_are_refused(tmp_path, version):
-    path = mc.save_matconvnet(models.mini(), tmp_path / "t.mat", matlab_version=version)
+    path = writer.save_matconvnet(models.mini(), tmp_path / "t.mat", matlab_version=version)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"t.mat: not a readable MATLAB .*truncated"):

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from fer_distill.serving import tflite
 from fer_distill.serving.export import ServingModule
-from fer_distill.serving.predict import predict_files
+from fer_distill.serving.predict import Predictor, predict_files
 from fer_distill.serving.servable import CLASSIFIER, Servable, load_servable
 
 from .conftest import sharp_mini, write_fuse_run
@@ -85,7 +85,7 @@ def test_predictor_from_a_tflite_export(classifier, tmp_path, crops):
     import cv2
 
     path = tflite.export_tflite(classifier, tmp_path / "lite", quantization="none")
-    predictor = tflite.load_predictor(path)
+    predictor = Predictor.load(path)
     assert predictor.view == "lower_half_visible"
     same = predictor(list(crops[:3]))
     want = _reference(classifier, crops[:3])
@@ -125,17 +125,15 @@ def test_bad_inputs_are_refused(classifier, tmp_path):
     with pytest.raises(ValueError, match="non-empty"):
         model(np.zeros((0, 32, 32, 3), np.uint8))
     with pytest.raises(FileNotFoundError, match="metadata.json"):
-        tflite.load_predictor(tmp_path)
+        tflite.load_runner(tmp_path)
 
 
 def test_predictor_load_opens_a_tflite_export_directory(classifier, tmp_path, crops):
     """`Predictor.load` (what experiments.predict calls) recognises a TFLite export and keeps
     its baked-in view: another view is refused, not silently ignored."""
-    from fer_distill.serving.predict import Predictor
-
     path = tflite.export_tflite(classifier, tmp_path / "lite", quantization="none")
     loaded = Predictor.load(path)
-    direct = tflite.load_predictor(path)
+    direct = Predictor.from_runner(*tflite.load_runner(path))
     np.testing.assert_array_equal(loaded(list(crops[:2]))["probabilities"],
                                   direct(list(crops[:2]))["probabilities"])
     with pytest.raises(ValueError, match="applies view 'lower_half_visible'"):

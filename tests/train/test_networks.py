@@ -71,7 +71,7 @@ def test_under_policy_rebuilds_with_the_same_weights(files):
 
 
 def test_matconvnet_files_load_and_name_their_architecture(files):
-    from fer_distill.models.matconvnet import save_matconvnet
+    from experiments.matconvnet_writer import save_matconvnet
 
     path = files["root"] / "net-epoch-3.mat"
     model = keras.saving.load_model(files["eight"], compile=False)
@@ -88,7 +88,7 @@ def test_matconvnet_class_order_is_checked_against_the_data_set(files):
     that are not class names (cnn_train's '1'..'8') pass with a warning that says the order
     is assumed."""
     from fer_distill.data.classes import CLASS_NAMES
-    from fer_distill.models.matconvnet import save_matconvnet
+    from experiments.matconvnet_writer import save_matconvnet
     from fer_distill.train.networks import check_classes
 
     model = keras.saving.load_model(files["eight"], compile=False)

@@ -366,7 +366,7 @@ def test_fine_tuning_from_a_matconvnet_network_with_another_head(mini_config, tm
     """The paper's path: a pretrained .mat with its own classifier (here 7-way) gets a fresh
     8-way fc8; every other layer starts from the file's weights."""
     from fer_distill.models import mini
-    from fer_distill.models.matconvnet import save_matconvnet
+    from experiments.matconvnet_writer import save_matconvnet
 
     keras.utils.set_random_seed(3)
     pretrained = mini(7, 32)

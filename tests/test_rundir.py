@@ -1,4 +1,4 @@
-"""fer_distill/train/rundir.py: the reuse rules as issue 10's probe tried them, and the lock.
+"""fer_distill/rundir.py: the reuse rules as issue 10's probe tried them, and the lock.
 
 Runs are faked (a config.json and a metrics.json) wherever the test is about the decision,
 not the training.
@@ -15,7 +15,7 @@ import pytest
 from fer_distill.atomic import write_json
 from fer_distill.lock import Locked, locked
 from fer_distill.train import TrainConfig, run
-from fer_distill.train import rundir
+from fer_distill import rundir
 
 
 def _config(workdir, data, **values) -> TrainConfig:

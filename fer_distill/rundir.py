@@ -1,10 +1,13 @@
-"""The run directory: what is in it (docs/DESIGN.md, "Training"), and when it may be reused.
+"""The run directory: its file names, how to read a run, and when it may be reused.
+
+The ground floor (beside fer_distill.atomic): training writes run directories, evaluation,
+serving, explain and reproduce read them, all through the names and functions here.
 
     RUN/config.json        the resolved config plus the data set's facts
     RUN/environment.json   package version, git commit, TF/Keras/Python versions, devices, seed
     RUN/logs/              TensorBoard event files
-    RUN/checkpoints/       per-epoch state for resume (fer_distill.train.callbacks)
-    RUN/cache/             the teacher's cached outputs (fer_distill.train.teacher_cache)
+    RUN/checkpoints/       per-epoch state for resume
+    RUN/cache/             the teacher's cached outputs
     RUN/model.keras        the final classifier, float32 (fuse: RUN/fusion/)
     RUN/predictions/       <split>_<view>.npz
     RUN/metrics.json       written last: its presence means the run finished
@@ -15,24 +18,22 @@ One process writes a run directory at a time: `writing(config)` holds its lock
 Reuse rules: a finished run (metrics.json) is reported, not re-run, unless `overwrite`; an
 unfinished one continues only with `resume` and the same settings; `overwrite` deletes a run
 directory (never a directory that is not one).
+
+The checks take a training config (fer_distill.train.config.TrainConfig) without importing it:
+the recorded config is read back with the given config's own class (`type(config).from_dict`).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from fer_distill import lock
 from fer_distill.atomic import read_json
-from fer_distill.train.config import TrainConfig, load_config
 
 CONFIG = "config.json"
 ENVIRONMENT = "environment.json"
@@ -42,6 +43,8 @@ CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 CACHE = "cache"
 FUSION = "fusion"
+PREDICTIONS = "predictions"
+EVALUATION = "evaluation"
 # The settings that name files: compared as files, not as strings.
 PATH_FIELDS = ("data", "init", "teacher", "kd_student", "triplet_student")
 
@@ -68,7 +71,7 @@ def student_model_file(reference: str, run_dir, key: str) -> Path:
         f"a model file (looked at {', '.join(map(str, candidates))})")
 
 
-def writing(config: TrainConfig):
+def writing(config):
     """A context manager holding the lock on `config.workdir` for this process.
 
     A second writer gets `fer_distill.lock.Locked` naming the holder; a lock left by a killed
@@ -92,6 +95,29 @@ def _chief_by_tf_config() -> bool:
     return task["type"] == "worker" and int(task.get("index", 0)) == 0 and "chief" not in cluster
 
 
+def read_config(run_dir) -> dict[str, Any]:
+    """RUN/config.json as a dict; a directory without one is a FileNotFoundError naming it."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {CONFIG}")
+    return read_json(path, what="run config")
+
+
+def recorded_config(config, run_dir):
+    """RUN/config.json read back as an object of `config`'s class (a TrainConfig)."""
+    return type(config).from_dict(read_config(run_dir))
+
+
+def is_run(directory) -> bool:
+    """Whether `directory` holds a run (its config.json), finished or not."""
+    return (Path(directory) / CONFIG).is_file()
+
+
+def is_finished(directory) -> bool:
+    """Whether `directory` holds a finished run (its metrics.json, written last)."""
+    return (Path(directory) / METRICS).is_file()
+
+
 def finished_metrics(workdir) -> dict | None:
     """metrics.json of a finished run in `workdir`, or None; a damaged one is a ValueError
     naming it (--overwrite trains the run again)."""
@@ -105,19 +131,19 @@ def finished_metrics(workdir) -> dict | None:
                          "train it again") from None
 
 
-def check_finished(config: TrainConfig) -> None:
+def check_finished(config) -> None:
     """A finished run in `config.workdir` may only be reported for the settings it was trained
     with: other settings are a ValueError listing them (unless `overwrite`)."""
     if config.overwrite or finished_metrics(config.workdir) is None:
         return
-    differences = setting_differences(config, load_config(Path(config.workdir) / CONFIG))
+    differences = setting_differences(config, recorded_config(config, config.workdir))
     if differences:
         raise ValueError(f"{config.workdir} holds a finished run with other settings "
                          f"({_listed(differences)}); pass --overwrite to train it again with "
                          "these, or choose another --workdir")
 
 
-def setting_differences(config: TrainConfig, recorded: TrainConfig) -> dict:
+def setting_differences(config, recorded) -> dict:
     """{field: (now, before)} where `config` differs from a run's `recorded` config.
 
     Settings `config` leaves unset (None, such as a derived image size) do not count; nor does
@@ -140,7 +166,7 @@ def _listed(differences: dict) -> str:
                      for k, (new, old) in sorted(differences.items()))
 
 
-def check_reuse(config: TrainConfig) -> tuple[str, TrainConfig | None]:
+def check_reuse(config) -> tuple[str, Any]:
     """Decides what to do with `config.workdir` before anything is loaded or written.
 
     Returns ("new", None) (absent or empty), ("resume", the recorded config) for an unfinished
@@ -166,7 +192,7 @@ def check_reuse(config: TrainConfig) -> tuple[str, TrainConfig | None]:
     if not config.resume:
         raise ValueError(f"workdir {workdir} holds an unfinished run; pass --resume to continue "
                          "it or --overwrite to start again")
-    previous = load_config(workdir / CONFIG).resolved()
+    previous = recorded_config(config, workdir).resolved()
     differences = setting_differences(config, previous)
     if differences:
         raise ValueError(f"cannot resume {workdir} with other settings "
@@ -182,45 +208,3 @@ def check_reuse(config: TrainConfig) -> tuple[str, TrainConfig | None]:
 def clear(workdir) -> None:
     """Deletes a run directory (check_reuse decided it is one)."""
     shutil.rmtree(workdir)
-
-
-def git_state(directory) -> dict[str, Any]:
-    """The git commit (and whether the tree has uncommitted changes) of the checkout holding
-    `directory`; None values when it is not in a git checkout or git is missing."""
-    def git(*args):
-        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True,
-                              text=True, timeout=20, check=True).stdout.strip()
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_dirty": None}
-    return {"git_commit": commit, "git_dirty": dirty}
-
-
-def environment(*, seed: int, policy: str, strategy) -> dict[str, Any]:
-    """What environment.json records about this process."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    import fer_distill
-
-    return {
-        "package": "fer-distill",
-        "version": fer_distill.__version__,
-        **git_state(Path(fer_distill.__file__).resolve().parent),
-        "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "devices": [d.name for d in tf.config.list_logical_devices()],
-        "strategy": type(strategy).__name__,
-        "replicas": int(strategy.num_replicas_in_sync),
-        "dtype_policy": policy,
-        "seed": int(seed),
-        "argv": list(sys.argv),
-        "pid": os.getpid(),
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
