@@ -16,14 +16,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fer_distill"
 # Lowest first. A module's floor is its first match (a module name or a subpackage).
 FLOORS = (
     ("fer_distill.atomic", "fer_distill.errors", "fer_distill.lock", "fer_distill.rundir"),
-    ("fer_distill.data",),
+    ("fer_distill.data", "fer_distill.scenarios"),  # scenarios: which view each model sees
     ("fer_distill.models",),
     ("fer_distill.distill",),
     ("fer_distill.evaluation",),
     ("fer_distill.train",),
     ("fer_distill.serving",),
     ("fer_distill.explain",),
-    ("fer_distill.reproduce",),
+    ("fer_distill.reproduce", "fer_distill.preset", "fer_distill.reproduce_evaluation"),
 )
 # The package itself: `import fer_distill.anything` runs its __init__ first, whatever the
 # floor, so it belongs to none (it only registers the custom layers and holds the version).
