@@ -1,13 +1,15 @@
 """`Preset`: a named set of settings for a whole reproduction (fer_distill.reproduce).
 
-The presets themselves (PAPER, DEMO) live in `fer_distill.reproduce`, beside the pipeline they
-configure; this module holds the type and its checks.
+`PRESETS`: "paper" (the paper's hyper-parameters), "demo" (the embedded default of
+`python -m experiments.reproduce` without data) and "demo_scarce" (the demo set on which
+distillation measurably transfers).
 """
 from __future__ import annotations
 
 import dataclasses
 from types import MappingProxyType
 from typing import Any, Mapping
+
 
 def _frozen(mapping: Mapping[str, Mapping[str, Any]] | None) -> Mapping[str, Mapping[str, Any]]:
     return MappingProxyType({k: MappingProxyType(dict(v)) for k, v in (mapping or {}).items()})
@@ -37,6 +39,8 @@ class Preset:
     # `train` TrainConfig fields. {"seed": int, "train": {...}}
     demo_pretrain: Mapping[str, Any] | None = None
     smoke_scale: bool = False
+    expect: str = ""  # what the known-answer benchmark measured on this preset's data, if any
+    extra_stages: tuple = ()  # optional stages (rkd, hint) a run of this preset makes by default
 
     def __post_init__(self):
         object.__setattr__(self, "train", _frozen(self.train))
@@ -49,3 +53,93 @@ class Preset:
 
     def settings(self, stage: str) -> dict[str, Any]:
         return {**self.train.get("*", {}), **self.train.get(stage, {})}
+
+
+PAPER = Preset(
+    name="paper",
+    description="the paper's hyper-parameters (fer_distill.train.paper_defaults)",
+)
+
+# The embedded demo: the protocol of experiments/known_answer.py's "privileged" regime, seed 0,
+# so its numbers are that benchmark's first seed (KNOWN_ANSWER.md has all seeds and controls).
+# - Data: the "privileged" demo regime (fer_distill.data.demo): faces drawn from real FER+ vote
+#   vectors and labelled by FER+'s majority rule; the lower half shows a weak trace of the brows.
+#   2,400/400/600 drawn (about 2,100/350/530 kept by the vote rule).
+# - `mini` at 32x32, batch 32, deterministic (the same command prints the same numbers on the
+#   same machine and versions).
+# - A start of its own, as the paper's networks start from one pretrained file: `mini` trained
+#   on full faces of a "classic" demo set (seed 1000); teacher, student and eyes fine-tune it
+#   with a fresh fc8 for 30 epochs at 0.01 (plateau rule, patience 4, down to 1e-4), so the
+#   student baseline [1] has converged before kd and triplet continue from it (a baseline
+#   stopped early would credit distillation with plain extra training).
+# - kd: 10 epochs at 1e-3 (patience 2, floor 1e-5); triplet: 5 epochs at 1e-5, a hundredth of
+#   the kd rate as in the paper. The kd temperature / tau^2 and the triplet reduction are the
+#   ones the known-answer benchmark chose on VALIDATION accuracy (DEMO_CHOICE below).
+_BASE = {"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001, "lr_patience": 4}
+DEMO_CHOICE = {"kd": {"temperature": 20.0, "temperature_squared": False},
+               "triplet": {"triplet_reduction": "mean"}}
+DEMO = Preset(
+    name="demo",
+    description=("synthetic smoke-scale: the FER+-shaped demo faces (regime 'privileged'), the "
+                 "small `mini` network at 32x32 from its own pretrained start, deterministic; "
+                 f"kd tau {DEMO_CHOICE['kd']['temperature']:g}"
+                 f"{' with' if DEMO_CHOICE['kd']['temperature_squared'] else ' without'} tau^2, "
+                 f"triplet term {DEMO_CHOICE['triplet']['triplet_reduction']} over the batch "
+                 "(chosen on validation by experiments.known_answer); shows the pipeline, not "
+                 "the paper's numbers"),
+    train={
+        "*": {"image_size": 32, "batch_size": 32, "seed": 0, "deterministic": True},
+        "teacher": _BASE,
+        "student": _BASE,
+        "eyes": _BASE,
+        "kd": {"epochs": 10, "learning_rate": 0.001, "min_learning_rate": 0.00001,
+               "lr_patience": 2, **DEMO_CHOICE["kd"]},
+        # ours, optional (--stages=rkd,hint,evaluate,report): kd's schedule, as in the
+        # known-answer benchmark
+        "rkd": {"epochs": 10, "learning_rate": 0.001, "min_learning_rate": 0.00001,
+                "lr_patience": 2},
+        "hint": {"epochs": 10, "learning_rate": 0.001, "min_learning_rate": 0.00001,
+                 "lr_patience": 2},
+        "triplet": {"epochs": 5, "learning_rate": 0.00001, "min_learning_rate": 0.00001,
+                    **DEMO_CHOICE["triplet"]},
+    },
+    demo_sizes={"train": 2400, "validation": 400, "test": 600},
+    demo_regime="privileged",
+    demo_pretrain={"seed": 1000, "train": {"image_size": 32, "batch_size": 32,
+                                           "deterministic": True, **_BASE}},
+    smoke_scale=True,
+    expect=("on this data the known-answer benchmark (KNOWN_ANSWER.md, 3 seeds) measured NO "
+            "significant gain from distillation; read the report's Transfer section for whether "
+            "each student moved toward its teacher, and run --preset=demo_scarce for the set "
+            "where kd does gain (KNOWN_ANSWER_SCARCE.md)"),
+)
+
+
+# The demo where distillation measurably transfers: the known-answer benchmark's scarce scale
+# (800 training faces, KNOWN_ANSWER_SCARCE.md) in its "control" regime (the lower half shows
+# no trace of the brows, so the student's labels are the noisiest from its own view), seed 0;
+# otherwise DEMO's protocol, with the kd setting that benchmark chose on VALIDATION there.
+SCARCE_CHOICE = {"kd": {"temperature": 20.0, "temperature_squared": True},
+                 "triplet": {"triplet_reduction": "mean"}}
+DEMO_SCARCE = dataclasses.replace(
+    DEMO, name="demo_scarce",
+    description=("synthetic smoke-scale: the FER+-shaped demo faces (regime 'control': the lower "
+                 "half shows no trace of the brows), 800 training faces, the small `mini` "
+                 "network at 32x32 from its own pretrained start, deterministic; kd tau 20 with "
+                 "tau^2, triplet term mean over the batch (chosen on validation by "
+                 "experiments.known_answer --scale=scarce); shows the pipeline, not the paper's "
+                 "numbers"),
+    train={**DEMO.train, "kd": {**DEMO.train["kd"], **SCARCE_CHOICE["kd"]},
+           "triplet": {**DEMO.train["triplet"], **SCARCE_CHOICE["triplet"]}},
+    demo_sizes={"train": 800, "validation": 400, "test": 600},
+    demo_regime="control",
+    expect=("on this data the known-answer benchmark (KNOWN_ANSWER_SCARCE.md, 3 seeds) measured "
+            "kd (tau 20 with tau^2) above the student baseline in every seed: +5.96 points on "
+            "average, McNemar p = 7.9e-14 on the pooled test images, and +4.16 points over the "
+            "same epochs without a teacher (lambda = 0; McNemar p = 5.2e-8); rkd (ours, run "
+            "here too) +7.81 points with a lower KL to the teacher (-0.18 nats); the triplet "
+            "term gained nothing (+0.13)"),
+    extra_stages=("rkd",),
+)
+
+PRESETS = {"paper": PAPER, "demo": DEMO, "demo_scarce": DEMO_SCARCE}

@@ -66,7 +66,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from fer_distill import rundir
 from fer_distill.atomic import write_json, write_text
-from fer_distill.preset import Preset, _frozen  # noqa: F401  (Preset: part of this API)
+from fer_distill.preset import (DEMO, DEMO_CHOICE, DEMO_SCARCE, PAPER, PRESETS,  # noqa: F401
+                                Preset, _frozen)  # (PAPER ... Preset: part of this API)
 from fer_distill.evaluation.figures import GRADCAM_FILE
 
 STAGES = ("prepare", "teacher", "student", "eyes", "kd", "triplet", "fuse", "rkd", "hint",
@@ -83,62 +84,6 @@ FORMAT = "fer_distill.reproduce/1"
 PRETRAINED_DIR = "pretrained"
 
 
-PAPER = Preset(
-    name="paper",
-    description="the paper's hyper-parameters (fer_distill.train.paper_defaults)",
-)
-
-# The embedded demo: the protocol of experiments/known_answer.py's "privileged" regime, seed 0,
-# so its numbers are that benchmark's first seed (KNOWN_ANSWER.md has all seeds and controls).
-# - Data: the "privileged" demo regime (fer_distill.data.demo): faces drawn from real FER+ vote
-#   vectors and labelled by FER+'s majority rule; the lower half shows a weak trace of the brows.
-#   2,400/400/600 drawn (about 2,100/350/530 kept by the vote rule).
-# - `mini` at 32x32, batch 32, deterministic (the same command prints the same numbers on the
-#   same machine and versions).
-# - A start of its own, as the paper's networks start from one pretrained file: `mini` trained
-#   on full faces of a "classic" demo set (seed 1000); teacher, student and eyes fine-tune it
-#   with a fresh fc8 for 30 epochs at 0.01 (plateau rule, patience 4, down to 1e-4), so the
-#   student baseline [1] has converged before kd and triplet continue from it (a baseline
-#   stopped early would credit distillation with plain extra training).
-# - kd: 10 epochs at 1e-3 (patience 2, floor 1e-5); triplet: 5 epochs at 1e-5, a hundredth of
-#   the kd rate as in the paper. The kd temperature / tau^2 and the triplet reduction are the
-#   ones the known-answer benchmark chose on VALIDATION accuracy (DEMO_CHOICE below).
-_BASE = {"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001, "lr_patience": 4}
-DEMO_CHOICE = {"kd": {"temperature": 20.0, "temperature_squared": False},
-               "triplet": {"triplet_reduction": "mean"}}
-DEMO = Preset(
-    name="demo",
-    description=("synthetic smoke-scale: the FER+-shaped demo faces (regime 'privileged'), the "
-                 "small `mini` network at 32x32 from its own pretrained start, deterministic; "
-                 f"kd tau {DEMO_CHOICE['kd']['temperature']:g}"
-                 f"{' with' if DEMO_CHOICE['kd']['temperature_squared'] else ' without'} tau^2, "
-                 f"triplet term {DEMO_CHOICE['triplet']['triplet_reduction']} over the batch "
-                 "(chosen on validation by experiments.known_answer); shows the pipeline, not "
-                 "the paper's numbers"),
-    train={
-        "*": {"image_size": 32, "batch_size": 32, "seed": 0, "deterministic": True},
-        "teacher": _BASE,
-        "student": _BASE,
-        "eyes": _BASE,
-        "kd": {"epochs": 10, "learning_rate": 0.001, "min_learning_rate": 0.00001,
-               "lr_patience": 2, **DEMO_CHOICE["kd"]},
-        # ours, optional (--stages=rkd,hint,evaluate,report): kd's schedule, as in the
-        # known-answer benchmark
-        "rkd": {"epochs": 10, "learning_rate": 0.001, "min_learning_rate": 0.00001,
-                "lr_patience": 2},
-        "hint": {"epochs": 10, "learning_rate": 0.001, "min_learning_rate": 0.00001,
-                 "lr_patience": 2},
-        "triplet": {"epochs": 5, "learning_rate": 0.00001, "min_learning_rate": 0.00001,
-                    **DEMO_CHOICE["triplet"]},
-    },
-    demo_sizes={"train": 2400, "validation": 400, "test": 600},
-    demo_regime="privileged",
-    demo_pretrain={"seed": 1000, "train": {"image_size": 32, "batch_size": 32,
-                                           "deterministic": True, **_BASE}},
-    smoke_scale=True,
-)
-
-PRESETS = {"paper": PAPER, "demo": DEMO}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,7 +338,8 @@ class Reproduction:
     def run(self) -> dict[str, Any]:
         config = self.config
         config.check()
-        wanted = DEFAULT_STAGES if config.stages is None else tuple(config.stages)
+        wanted = (tuple(config.stages) if config.stages is not None else
+                  DEFAULT_STAGES + tuple(config.preset.extra_stages))
         for stage in TRAINING_STAGES:  # every stage's settings checked before the first runs
             if stage in wanted and (train_config := self.train_config(stage)) is not None:
                 try:
@@ -440,11 +386,8 @@ class Reproduction:
         if config.dataset == "demo":
             lines.append(f"== demo regime {config.preset.demo_regime!r}; settings: "
                          f"{config.preset.description}")
-            if config.preset is DEMO:
-                lines.append("== what to expect: on this data the known-answer benchmark "
-                             "(KNOWN_ANSWER.md, 3 seeds) measured NO significant gain from "
-                             "distillation; read the report's Transfer section for whether "
-                             "each student moved toward its teacher")
+            if config.preset.expect:
+                lines.append(f"== what to expect: {config.preset.expect}")
         if config.from_matconvnet:
             lines.append("== MatConvNet path: the teacher and student are converted from "
                          f"{config.from_matconvnet_teacher} and {config.from_matconvnet_student};"
@@ -521,9 +464,20 @@ class Reproduction:
                         **{**dict(spec.get("train", {})), **self.config.overrides.get("*", {})}))
 
     def _check_dataset(self, prepared) -> None:
-        if prepared.dataset != self.config.dataset:
+        config = self.config
+        if prepared.dataset != config.dataset:
             raise ValueError(f"reproduce: {prepared.path} holds {prepared.dataset!r}, not "
-                             f"{self.config.dataset!r}; choose another --workdir or --data")
+                             f"{config.dataset!r}; choose another --workdir or --data")
+        source = prepared.summary.get("source", {})
+        if config.dataset == "demo" and not config.data and source.get("generator"):
+            # demo presets share run names: another preset's set would be reused silently
+            wanted = {"regime": config.preset.demo_regime, "seed": config.preset.demo_seed,
+                      "sizes": dict(config.preset.demo_sizes or {}) or source.get("sizes")}
+            found = {k: source.get(k) for k in wanted}
+            if found != wanted:
+                raise ValueError(f"reproduce: {prepared.path} holds the demo set {found}, not "
+                                 f"preset {config.preset.name!r}'s {wanted}; choose another "
+                                 "--workdir")
 
     # training stages --------------------------------------------------------------------
 
