@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # why: see experiments/repro
 from absl import app, flags  # noqa: E402
 
 from experiments import cli  # noqa: E402
+from fer_distill.preset import DEMO_SCHEDULES  # noqa: E402
 
 FLAGS = flags.FLAGS
 _ANY = {"allow_override": True}  # docs/DESIGN.md, "Binaries"
@@ -90,13 +91,9 @@ class Scale:
     triplet: dict
 
 
-FULL = Scale(
+FULL = Scale(  # the embedded demo's schedules (fer_distill.preset.DEMO_SCHEDULES)
     sizes={"train": 2400, "validation": 400, "test": 600},
-    base={"epochs": 30, "learning_rate": 0.01, "min_learning_rate": 0.0001, "lr_patience": 4},
-    kd={"epochs": 10, "learning_rate": 0.001, "min_learning_rate": 0.00001, "lr_patience": 2},
-    # the paper's triplet rate is a hundredth of its kd rate for both networks (1e-6 vs 1e-4,
-    # 1e-5 vs 1e-3); the same ratio here
-    triplet={"epochs": 5, "learning_rate": 0.00001, "min_learning_rate": 0.00001},
+    base=DEMO_SCHEDULES["base"], kd=DEMO_SCHEDULES["kd"], triplet=DEMO_SCHEDULES["triplet"],
 )
 # Scarce data: a third of FULL's training faces, everything else the same.
 SCARCE = dataclasses.replace(FULL, sizes={"train": 800, "validation": 400, "test": 600})

@@ -63,6 +63,7 @@ import os
 from typing import Any
 
 from fer_distill.atomic import read_json
+from fer_distill.distill.mining import DEFAULT_CHUNK_SIZE
 
 STAGES = ("teacher", "student", "eyes", "kd", "triplet", "fuse", "rkd", "hint")
 ARCHITECTURES = ("vgg_f", "vgg_face", "mini", "resnet50")
@@ -244,7 +245,8 @@ class TrainConfig:
     mining_fraction: float = setting(
         default=0.1, help="triplet: the per-epoch random subset mined against (paper: a "
         "tenth).")
-    mining_chunk_size: int = setting(default=1024, help="triplet: anchors per distance matmul.")
+    mining_chunk_size: int = setting(default=DEFAULT_CHUNK_SIZE,
+                                     help="triplet: anchors per distance matmul.")
 
     # rkd (ours; Park et al. 2019): CE + rkd_lambda * (w_d * L_dist + w_a * L_angle)
     rkd_lambda: float = setting(
