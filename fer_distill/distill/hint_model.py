@@ -55,7 +55,7 @@ class HintModel(keras.Model):
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model, *, layer: str, view,
-                 lam: float = 1.0, **kwargs):
+                 lam: float, **kwargs):
         super().__init__(**kwargs)
         if not float(lam) >= 0.0:
             raise ValueError(f"HintModel: lam must be >= 0, got {lam!r}")

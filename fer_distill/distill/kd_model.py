@@ -30,15 +30,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from fer_distill.distill import teacher_table
 from fer_distill.distill.kd import kd_loss
-
-
-def _table(num_classes: int) -> tf.Variable:
-    # why a tf.Variable with an open first dimension: the table is replaced (`set_logits`)
-    # without retracing the step, and it is not a Keras weight, so checkpoints of the
-    # student never carry it.
-    return tf.Variable(tf.zeros([0, num_classes], tf.float32), trainable=False,
-                       shape=tf.TensorShape([None, num_classes]))
 
 
 class KDModel(keras.Model):
@@ -80,8 +73,8 @@ class KDModel(keras.Model):
         self.num_classes = int(student.output_shape[-1])
         # A phase has a table from construction on, or never: the step's choice between
         # table and teacher is fixed when it is traced.
-        self.train_logits = _table(self.num_classes) if train_logits is not None else None
-        self.eval_logits = _table(self.num_classes) if eval_logits is not None else None
+        self.train_logits = teacher_table.table(self.num_classes, train_logits)
+        self.eval_logits = teacher_table.table(self.num_classes, eval_logits)
         self.set_logits(train=train_logits, eval=eval_logits)
         # The two terms' shares of eq. 1, (1 − λ)·hard and λ·soft, logged beside the loss
         # (history, TensorBoard): whether the teacher's term acts at all is read from these.
@@ -91,18 +84,9 @@ class KDModel(keras.Model):
     def set_logits(self, *, train=None, eval=None) -> None:
         """Replaces the cached teacher logits for training and/or evaluation, (N, K) each;
         only a phase that was given a table at construction has one."""
-        for phase, values, variable in (("train", train, self.train_logits),
-                                        ("eval", eval, self.eval_logits)):
-            if values is None:
-                continue
-            if variable is None:
-                raise ValueError(f"KDModel: built without {phase}_logits ({self.mode} mode), "
-                                 f"so it has no {phase} table to replace")
-            values = tf.convert_to_tensor(values, tf.float32)
-            if values.shape.rank != 2 or values.shape[1] != self.num_classes:
-                raise ValueError(f"KDModel: teacher logits must be (N, {self.num_classes}), "
-                                 f"got {values.shape}")
-            variable.assign(values)
+        teacher_table.assign("KDModel", "logits", self.num_classes,
+                             (("train", train, self.train_logits),
+                              ("eval", eval, self.eval_logits)))
 
     def call(self, inputs, training=None):
         return self.student(inputs["image"], training=training)

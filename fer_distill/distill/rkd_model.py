@@ -22,14 +22,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from fer_distill.distill import teacher_table
 from fer_distill.distill.rkd import ANGLE_WEIGHT, DISTANCE_WEIGHT, rkd_terms
 from fer_distill.models import embedding_model
-
-
-def _table(dim: int) -> tf.Variable:
-    # why a tf.Variable with an open first dimension: see kd_model._table.
-    return tf.Variable(tf.zeros([0, dim], tf.float32), trainable=False,
-                       shape=tf.TensorShape([None, dim]))
 
 
 class RKDModel(keras.Model):
@@ -44,7 +39,7 @@ class RKDModel(keras.Model):
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model | None = None, *,
-                 lam: float = 1.0, distance_weight: float = DISTANCE_WEIGHT,
+                 lam: float, distance_weight: float = DISTANCE_WEIGHT,
                  angle_weight: float = ANGLE_WEIGHT, train_embeddings=None,
                  eval_embeddings=None, **kwargs):
         super().__init__(**kwargs)
@@ -71,10 +66,8 @@ class RKDModel(keras.Model):
             self.embedder.output["embedding"].shape[-1])
         # The mode is fixed here, as KDModel's: a phase has a table from construction on, or
         # never, so the traced step's choice between table and teacher cannot go stale.
-        self.train_embeddings = (_table(self.teacher_dim) if train_embeddings is not None
-                                 else None)
-        self.eval_embeddings = (_table(self.teacher_dim) if eval_embeddings is not None
-                                else None)
+        self.train_embeddings = teacher_table.table(self.teacher_dim, train_embeddings)
+        self.eval_embeddings = teacher_table.table(self.teacher_dim, eval_embeddings)
         self.set_embeddings(train=train_embeddings, eval=eval_embeddings)
         self.ce_tracker = keras.metrics.Mean(name="rkd_ce")
         self.dist_tracker = keras.metrics.Mean(name="rkd_dist")
@@ -84,18 +77,9 @@ class RKDModel(keras.Model):
     def set_embeddings(self, *, train=None, eval=None) -> None:
         """Replaces the cached teacher embeddings for training and/or evaluation, (N, D_T)
         each; only a phase that was given a table at construction has one."""
-        for phase, values, variable in (("train", train, self.train_embeddings),
-                                        ("eval", eval, self.eval_embeddings)):
-            if values is None:
-                continue
-            if variable is None:
-                raise ValueError(f"RKDModel: built without {phase}_embeddings, so it has no "
-                                 f"{phase} table to replace")
-            values = tf.convert_to_tensor(values, tf.float32)
-            if values.shape.rank != 2 or values.shape[1] != self.teacher_dim:
-                raise ValueError(f"RKDModel: teacher embeddings must be (N, {self.teacher_dim})"
-                                 f", got {values.shape}")
-            variable.assign(values)
+        teacher_table.assign("RKDModel", "embeddings", self.teacher_dim,
+                             (("train", train, self.train_embeddings),
+                              ("eval", eval, self.eval_embeddings)))
 
     def call(self, inputs, training=None):
         out = self.embedder(inputs["image"], training=training)

@@ -64,6 +64,7 @@ from typing import Any
 
 from fer_distill.atomic import read_json
 from fer_distill.distill.mining import DEFAULT_CHUNK_SIZE
+from fer_distill.distill.rkd import ANGLE_WEIGHT, DISTANCE_WEIGHT
 
 STAGES = ("teacher", "student", "eyes", "kd", "triplet", "fuse", "rkd", "hint")
 ARCHITECTURES = ("vgg_f", "vgg_face", "mini", "resnet50")
@@ -252,9 +253,9 @@ class TrainConfig:
     rkd_lambda: float = setting(
         default=1.0, help="rkd (ours): λ of CE + λ·(w_d·L_dist + w_a·L_angle).")
     rkd_distance_weight: float = setting(
-        default=25.0, help="rkd (ours): w_d (Park et al. 2019, section 4.2: 25).")
+        default=DISTANCE_WEIGHT, help="rkd (ours): w_d (Park et al. 2019, section 4.2: 25).")
     rkd_angle_weight: float = setting(
-        default=50.0, help="rkd (ours): w_a (Park et al. 2019, section 4.2: 50).")
+        default=ANGLE_WEIGHT, help="rkd (ours): w_a (Park et al. 2019, section 4.2: 50).")
 
     # hint (ours; FitNets, Romero et al. 2015, masked by the student's view); λ chosen on
     # validation accuracy among 1, 0.1, 0.01 in the known-answer benchmark (mini)

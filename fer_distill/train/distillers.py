@@ -14,8 +14,6 @@ schedule, checkpoints, predictions, metrics.json) is the runner's, as for kd.
 """
 from __future__ import annotations
 
-import numpy as np
-
 STAGES = ("rkd", "hint")
 
 
@@ -36,12 +34,8 @@ def stage_inputs(config):
             lambda b: ({"image": b["occluded"], "index": b["index"]}, b["label"]))
 
 
-def build_trainer(config, prepared, loaded, rows, size, policy, workdir, chief, *,
-                  shuffled=None):
-    """The Keras trainer of an rkd or hint run (uncompiled).
-
-    `shuffled(rows, seed)` is the runner's derangement for the `shuffle_teacher` control.
-    """
+def build_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
+    """The Keras trainer of an rkd or hint run (uncompiled)."""
     if config.stage == "hint":
         from fer_distill.distill.hint_model import HintModel
 
@@ -50,26 +44,13 @@ def build_trainer(config, prepared, loaded, rows, size, policy, workdir, chief, 
     if config.stage != "rkd":
         raise ValueError(f"distillers: no trainer for stage {config.stage!r}")
     from fer_distill.distill.rkd_model import RKDModel
-    from fer_distill import rundir
-    from fer_distill.train.teacher_cache import teacher_outputs
+    from fer_distill.train.teacher_cache import teacher_tables
 
     settings = dict(lam=config.rkd_lambda, distance_weight=config.rkd_distance_weight,
                     angle_weight=config.rkd_angle_weight)
-    teacher = loaded["teacher"]
     if config.teacher_mode == "live":
-        return RKDModel(loaded["student"], teacher, **settings)
-    tables = {}
-    for split, split_rows in (("train", rows),
-                              ("validation", np.arange(prepared.count("validation")))):
-        cache = teacher_outputs(teacher, prepared, split, split_rows, image_size=size,
-                                batch_size=config.eval_batch_size,
-                                cache_dir=workdir / rundir.CACHE, teacher_path=config.teacher,
-                                policy=policy, embeddings=True, verbose=config.verbose,
-                                write=chief)
-        table = np.zeros((prepared.count(split), cache.embedding.shape[1]), np.float32)
-        table[cache.index] = cache.embedding
-        tables[split] = table
-    if config.shuffle_teacher:  # the misalignment control (TrainConfig.shuffle_teacher)
-        tables["train"][rows] = tables["train"][shuffled(rows, config.seed)]
+        return RKDModel(loaded["student"], loaded["teacher"], **settings)
+    tables = teacher_tables(config, prepared, loaded["teacher"], rows, image_size=size,
+                            policy=policy, workdir=workdir, write=chief, embeddings=True)
     return RKDModel(loaded["student"], None, train_embeddings=tables["train"],
                     eval_embeddings=tables["validation"], **settings)

@@ -47,12 +47,11 @@ from fer_distill.train.config import (DISTILLATION_STAGES, FINE_TUNING_STAGES,
                                       RUN_CONTROL_FIELDS, TrainConfig)
 from fer_distill.train.execution import (chief_in_tf_config, dtype_policy, environment,
                                          is_chief, make_strategy, progress, resolve_policy)
-from fer_distill.train.teacher_cache import teacher_outputs
+from fer_distill.train.teacher_cache import deranged, teacher_outputs, teacher_tables
 
 EVAL_SPLITS = ("validation", "test")
 # A stream of random numbers of its own for the `max_train_examples` subset.
 SUBSET_STREAM = 0x5AB5E7
-SHUFFLE_STREAM = 0x5F1E7
 
 
 def run(config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
@@ -263,7 +262,7 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
                         metrics=[accuracy], jit_compile=config.jit_compile)
     elif config.stage in distillers.STAGES:  # ours, beyond the paper
         trainer = distillers.build_trainer(config, prepared, loaded, rows, size, policy,
-                                           workdir, chief, shuffled=_shuffled)
+                                           workdir, chief)
         trainer.compile(optimizer=optimizer, metrics=[accuracy],
                         jit_compile=config.jit_compile)
     elif config.stage == "kd":
@@ -346,28 +345,14 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
 
 
 def _kd_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
-    teacher = loaded["teacher"]
+    settings = dict(lam=config.kd_lambda, temperature=config.temperature,
+                    temperature_squared=config.temperature_squared)
     if config.teacher_mode == "live":
-        return KDModel(loaded["student"], teacher, lam=config.kd_lambda,
-                       temperature=config.temperature,
-                       temperature_squared=config.temperature_squared)
-    tables = {}
-    for split, split_rows in (("train", rows),
-                              ("validation", np.arange(prepared.count("validation")))):
-        outputs = teacher_outputs(teacher, prepared, split, split_rows, image_size=size,
-                                  batch_size=config.eval_batch_size,
-                                  cache_dir=workdir / rundir.CACHE, teacher_path=config.teacher,
-                                  policy=policy, embeddings=False, verbose=config.verbose,
-                                  write=chief)
-        tables[split] = outputs.logits_table(prepared.count(split))
-    if config.shuffle_teacher:  # the misalignment control (TrainConfig.shuffle_teacher)
-        permuted = _shuffled(rows, config.seed)
-        tables["train"] = np.array(tables["train"], copy=True)
-        tables["train"][rows] = tables["train"][permuted]
-    return KDModel(loaded["student"], None, lam=config.kd_lambda,
-                   temperature=config.temperature,
-                   temperature_squared=config.temperature_squared,
-                   train_logits=tables["train"], eval_logits=tables["validation"])
+        return KDModel(loaded["student"], loaded["teacher"], **settings)
+    tables = teacher_tables(config, prepared, loaded["teacher"], rows, image_size=size,
+                            policy=policy, workdir=workdir, write=chief, embeddings=False)
+    return KDModel(loaded["student"], None, train_logits=tables["train"],
+                   eval_logits=tables["validation"], **settings)
 
 
 def _triplet_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
@@ -389,7 +374,7 @@ def _triplet_trainer(config, prepared, loaded, rows, size, policy, workdir, chie
                                 policy=policy, embeddings=True, verbose=config.verbose,
                                 write=chief)
         if config.shuffle_teacher:  # the misalignment control (TrainConfig.shuffle_teacher)
-            partner = dict(zip(rows.tolist(), _shuffled(rows, config.seed).tolist()))
+            partner = dict(zip(rows.tolist(), deranged(rows, config.seed).tolist()))
 
             def positives(subset):
                 return cache.embeddings_of(np.array([partner[int(i)] for i in subset], np.int64))
@@ -405,13 +390,6 @@ def _triplet_trainer(config, prepared, loaded, rows, size, policy, workdir, chie
 # results
 # ------------------------------------------------------------------------------------------
 
-def _shuffled(rows: np.ndarray, seed: int) -> np.ndarray:
-    """`rows` in a seeded order with no row in its own place (a derangement by rotation of a
-    random permutation): row rows[i]'s teacher output becomes that of the returned [i]."""
-    order = np.random.default_rng([int(seed), SHUFFLE_STREAM]).permutation(len(rows))
-    out = np.empty_like(rows)
-    out[order] = rows[np.roll(order, 1)] if len(rows) > 1 else rows[order]
-    return out
 
 
 def _finish(config, prepared, student, summary, workdir, chief, teacher=None) -> dict:

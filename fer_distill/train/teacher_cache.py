@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_distill import rundir
 from fer_distill.atomic import atomic_path, write_json
 from fer_distill.data.pipeline import make_dataset
 from fer_distill.models import embedding_model
@@ -138,3 +139,41 @@ def _read(directory: Path, meta: dict) -> TeacherOutputs | None:
                  if found["embeddings"] else None)
     return TeacherOutputs(np.load(directory / "index.npy"), np.load(directory / "logits.npy"),
                           embedding)
+
+
+# A stream of random numbers of its own for the shuffled-teacher control.
+SHUFFLE_STREAM = 0x5F1E7
+
+
+def deranged(rows: np.ndarray, seed: int) -> np.ndarray:
+    """`rows` in a seeded order with no row in its own place (a derangement by rotation of a
+    random permutation): row rows[i]'s teacher output becomes that of the returned [i]."""
+    order = np.random.default_rng([int(seed), SHUFFLE_STREAM]).permutation(len(rows))
+    out = np.empty_like(rows)
+    out[order] = rows[np.roll(order, 1)] if len(rows) > 1 else rows[order]
+    return out
+
+
+def teacher_tables(config, prepared, teacher, rows, *, image_size: int, policy: str, workdir,
+                   write: bool, embeddings: bool) -> dict[str, np.ndarray]:
+    """{"train", "validation"}: the teacher's logits (or embeddings), row i = image i of the
+    split (the training rows `rows`, every validation image), from the run's cache; with
+    `config.shuffle_teacher` (the misalignment control) the training rows are `deranged`."""
+    tables = {}
+    for split, split_rows in (("train", rows),
+                              ("validation", np.arange(prepared.count("validation")))):
+        outputs = teacher_outputs(teacher, prepared, split, split_rows, image_size=image_size,
+                                  batch_size=config.eval_batch_size,
+                                  cache_dir=Path(workdir) / rundir.CACHE,
+                                  teacher_path=config.teacher, policy=policy,
+                                  embeddings=embeddings, verbose=config.verbose, write=write)
+        if embeddings:
+            table = np.zeros((prepared.count(split), outputs.embedding.shape[1]), np.float32)
+            table[outputs.index] = outputs.embedding
+        else:
+            table = outputs.logits_table(prepared.count(split))
+        tables[split] = table
+    if config.shuffle_teacher:
+        tables["train"] = np.array(tables["train"], copy=True)
+        tables["train"][rows] = tables["train"][deranged(rows, config.seed)]
+    return tables

@@ -54,7 +54,7 @@ def test_rkd_loss_is_ce_plus_the_logged_terms_and_cached_equals_live(data):
 def test_rkd_fit_logs_its_terms_and_leaves_the_teacher_alone(data):
     student, teacher = _pair()
     before = _weights(teacher)
-    trainer = RKDModel(student, teacher)
+    trainer = RKDModel(student, teacher, lam=1.0)
     trainer.compile(optimizer=keras.optimizers.SGD(1e-3),
                     metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     x = {k: data[k] for k in ("image", "full", "index")}
@@ -96,4 +96,4 @@ def test_hint_loss_matches_the_masked_formula_and_fit_trains_student_and_regress
 def test_hint_names_a_missing_layer():
     student, teacher = _pair()
     with pytest.raises(ValueError, match="no layer 'relu5'"):
-        HintModel(student, teacher, layer="relu5", view="lower_half_visible")
+        HintModel(student, teacher, layer="relu5", view="lower_half_visible", lam=0.01)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fer_distill.train import TrainConfig
+from fer_distill.train.teacher_cache import deranged
 from fer_distill.train import networks as nets
 from fer_distill.train import runner
 
@@ -58,7 +59,7 @@ def test_shuffled_teacher_pairs_every_image_with_another_images_logits(
                                  rows, 32, "float32", tmp_path / "kd", True)
     table = trainer.train_logits.numpy()
     logits = np.log(predict_split(teacher, prepared, "train", "full")["probs"])
-    partner = runner._shuffled(rows, config.seed)
+    partner = deranged(rows, config.seed)
     assert sorted(partner.tolist()) == rows.tolist() and not np.any(partner == rows)
     # row i holds the teacher's output for image partner[i] (softmax-invariant comparison)
     got = table - table.max(axis=1, keepdims=True)

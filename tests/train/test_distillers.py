@@ -35,7 +35,8 @@ def test_rkd_shuffled_teacher_gives_each_image_another_images_embedding(trained_
     import numpy as np
 
     from fer_distill.data.prepared import read_prepared
-    from fer_distill.train import distillers, runner
+    from fer_distill.train import distillers
+    from fer_distill.train.teacher_cache import deranged
 
     prepared = read_prepared(demo_data)
     loaded = {"teacher": keras.saving.load_model(trained_runs["teacher"] / "model.keras"),
@@ -46,8 +47,8 @@ def test_rkd_shuffled_teacher_gives_each_image_another_images_embedding(trained_
         config = mini_config("rkd", tmp_path / "rkd", init="s", teacher=str(
             trained_runs["teacher"] / "model.keras"), shuffle_teacher=shuffle).resolved()
         trainer = distillers.build_trainer(config, prepared, loaded, rows, 32, "float32",
-                                           tmp_path / "rkd", True, shuffled=runner._shuffled)
+                                           tmp_path / "rkd", True)
         tables[shuffle] = trainer.train_embeddings.numpy()
-    partner = runner._shuffled(rows, 0)
+    partner = deranged(rows, 0)
     np.testing.assert_array_equal(tables[True][rows], tables[False][partner])
     assert (partner != rows).all()
