@@ -1,7 +1,7 @@
 """Trainers of the distillation stages beyond the paper (ours): `rkd` and `hint`.
 
-`fer_distill.train.runner` asks this module for a stage's pipeline inputs (`stage_inputs`)
-and its compiled-to-be Keras trainer (`build_trainer`); everything else of a run (data,
+`fer_distill.train.runner` asks this module for a stage's compiled-to-be Keras trainer
+(`build_trainer`; the runner feeds it as it feeds kd); everything else of a run (data,
 schedule, checkpoints, predictions, metrics.json) is the runner's, as for kd.
 
 - rkd: `fer_distill.distill.rkd_model.RKDModel`. Teacher embeddings from the run's teacher
@@ -22,16 +22,6 @@ def hint_layer(config) -> str:
     from fer_distill.distill.hint import HINT_LAYERS
 
     return config.hint_layer or HINT_LAYERS[config.arch]
-
-
-def stage_inputs(config):
-    """(pipeline views, occlusion, batch -> (x, y)) for an rkd or hint run."""
-    if config.stage == "hint" or config.teacher_mode == "live":
-        return (("full", "occluded"), config.view,
-                lambda b: ({"image": b["occluded"], "full": b["full"], "index": b["index"]},
-                           b["label"]))
-    return (("occluded",), config.view,
-            lambda b: ({"image": b["occluded"], "index": b["index"]}, b["label"]))
 
 
 def build_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):

@@ -227,13 +227,12 @@ def _write_environment(workdir: Path, environment: dict, *, resumed: bool) -> No
 def _stage_inputs(config: TrainConfig):
     """(pipeline views, occlusion, function batch -> (x, y)) for the stage's trainer."""
     stage = config.stage
-    if stage in distillers.STAGES:
-        return distillers.stage_inputs(config)
     if stage == "teacher":
         return ("full",), "lower_half_visible", lambda b: (b["full"], b["label"])
     if stage in ("student", "eyes", "triplet"):
         return ("occluded",), config.view, lambda b: (b["occluded"], b["label"])
-    if config.teacher_mode == "live":  # kd: the same image, both views
+    # kd, rkd, hint: the hint's teacher always runs live (distillers' docstring)
+    if config.teacher_mode == "live" or stage == "hint":  # the same image, both views
         return (("full", "occluded"), config.view,
                 lambda b: ({"image": b["occluded"], "full": b["full"], "index": b["index"]},
                            b["label"]))
