@@ -47,10 +47,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fer_distill.data.pipeline import make_dataset, to_view, view_input
+from fer_distill.data.pipeline import to_view
 from fer_distill.distill.mining import DEFAULT_CHUNK_SIZE, TripletMiner
 from fer_distill.distill.triplet import triplet_loss
 from fer_distill.models import embedding_model
+from fer_distill.models.outputs import split_outputs
 
 # A stream of random numbers of its own, so the mining subset never shares draws with the
 # pipeline's epoch permutation, which is seeded with (seed, epoch).
@@ -207,11 +208,8 @@ class TripletModel(keras.Model):
 def embed(embedder: keras.Model, prepared, split: str, rows, *, image_size: int, view,
           batch_size: int, verbose: int = 0) -> np.ndarray:
     """relu7 embeddings (float32, (len(rows), D)) of `rows` of a split in one view."""
-    key, occlusion = view_input(view)
-    dataset = make_dataset(prepared, split, image_size=image_size, batch_size=batch_size,
-                           training=False, views=(key,), occlusion=occlusion, indices=rows)
-    out = embedder.predict(dataset.map(lambda b: b[key]), verbose=verbose)
-    return np.asarray(out["embedding"], dtype=np.float32)
+    return split_outputs(embedder, prepared, split, view, batch_size=batch_size,
+                         image_size=image_size, indices=rows, verbose=verbose)["embedding"]
 
 
 class MiningPools(keras.callbacks.Callback):

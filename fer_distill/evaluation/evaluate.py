@@ -41,14 +41,15 @@ import numpy as np
 from fer_distill import rundir
 from fer_distill.atomic import read_json, write_json
 from fer_distill.data.occlusion import VIEWS, resolve_view
-from fer_distill.data.pipeline import make_dataset, view_input
 from fer_distill.data.prepared import SPLITS, read_prepared
 from fer_distill.distill.fusion import CONFIG_FILE as SVM_CONFIG
 from fer_distill.distill.fusion import FusionSVM
 from fer_distill.evaluation import metrics as metrics_lib
-from fer_distill.evaluation.predictions import (_input_size, load_predictions, predict_split,
-                                                predictions_path, save_predictions, softmax)
-from fer_distill.models import architecture_of, embedding_layer, embedding_model, load_model
+from fer_distill.evaluation.predictions import (load_predictions, predict_split,
+                                                predictions_path, save_predictions,
+                                                score_predictions)
+from fer_distill.models import architecture_of, embedding_layer, load_model
+from fer_distill.models.outputs import split_outputs
 
 FORMAT = "fer_distill.evaluation/1"
 EVALUATION_DIR = "evaluation"
@@ -253,12 +254,8 @@ def default_views(evaluable: Evaluable) -> tuple[str, ...]:
 
 
 def _embeddings(model, prepared, split: str, view: str, batch_size: int) -> np.ndarray:
-    key, occlusion = view_input(view)
-    dataset = make_dataset(prepared, split, image_size=_input_size(model),
-                           batch_size=int(batch_size), training=False, views=(key,),
-                           occlusion=occlusion)
-    outputs = embedding_model(model).predict(dataset.map(lambda b: b[key]), verbose=0)
-    return np.asarray(outputs["embedding"], dtype=np.float32)
+    return split_outputs(model, prepared, split, view, batch_size=batch_size,
+                         embeddings=True)["embedding"]
 
 
 def predict(evaluable: Evaluable, prepared, split: str, view: str,
@@ -267,11 +264,8 @@ def predict(evaluable: Evaluable, prepared, split: str, view: str,
     if evaluable.kind == CLASSIFIER:
         return predict_split(evaluable.models[0], prepared, split, view, batch_size=batch_size)
     kd, triplet = (_embeddings(m, prepared, split, view, batch_size) for m in evaluable.models)
-    scores = evaluable.svm.class_scores(kd, triplet, len(prepared.class_names))
-    return {"index": np.arange(prepared.count(split), dtype=np.int64),
-            "label": np.asarray(prepared.labels(split), dtype=np.int32),
-            "pred": np.argmax(scores, axis=1).astype(np.int32),
-            "probs": softmax(scores), "scores": scores.astype(np.float32)}
+    return score_predictions(evaluable.svm.class_scores(kd, triplet, len(prepared.class_names)),
+                             prepared, split)
 
 
 def _reusable(path: Path, prepared, split: str, newer_than: Sequence[Path]):

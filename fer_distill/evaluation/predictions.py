@@ -20,7 +20,7 @@ import numpy as np
 
 from fer_distill.atomic import atomic_path
 from fer_distill.data.occlusion import view_name
-from fer_distill.data.pipeline import make_dataset, view_input
+from fer_distill.models.outputs import split_outputs
 
 KEYS = ("index", "label", "pred", "probs")
 PREDICTIONS_DIR = "predictions"
@@ -42,26 +42,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def predict_split(model, prepared, split: str, view, batch_size: int = 64, *,
                   indices=None, verbose: int = 0) -> dict[str, np.ndarray]:
-    """Runs `model` (0-255 RGB of its input size -> logits) over one split in one view.
+    """Runs `model` (0-255 RGB of its input size -> logits) over one split in one view
+    (`fer_distill.models.outputs.split_outputs`).
 
     Returns {"index", "label", "pred", "probs"} in row order (all rows, or `indices` as
-    given). The images go through the training pipeline's own `make_dataset`, so a test image
-    is resized and occluded exactly as a training image was.
+    given).
     """
-    size = _input_size(model)
-    key, occlusion = view_input(view)
-    dataset = make_dataset(prepared, split, image_size=size, batch_size=int(batch_size),
-                           training=False, views=(key,), occlusion=occlusion, indices=indices)
-    logits = model.predict(dataset.map(lambda batch: batch[key]), verbose=verbose)
-    logits = np.asarray(logits, dtype=np.float32)
-    rows = (np.arange(prepared.count(split), dtype=np.int64) if indices is None
-            else np.asarray(indices, dtype=np.int64))
-    if logits.ndim != 2 or logits.shape[0] != len(rows):
-        raise ValueError(f"model {model.name!r} gave logits of shape {logits.shape} for "
-                         f"{len(rows)} images of split {split!r}; expected ({len(rows)}, K)")
-    probs = softmax(logits)
+    out = split_outputs(model, prepared, split, view, batch_size=batch_size, indices=indices,
+                        verbose=verbose)
+    rows, logits = out["index"], out["logits"]
     return {"index": rows, "label": np.asarray(prepared.labels(split))[rows].astype(np.int32),
-            "pred": np.argmax(logits, axis=1).astype(np.int32), "probs": probs}
+            "pred": np.argmax(logits, axis=1).astype(np.int32), "probs": softmax(logits)}
+
+
+def score_predictions(scores, prepared, split: str) -> dict[str, np.ndarray]:
+    """The predictions of per-class `scores` (N, K) on every image of `split` (row order), as
+    the fused SVM gives them: {"index", "label", "pred", "probs", "scores"}."""
+    scores = np.asarray(scores, dtype=np.float32)
+    return {"index": np.arange(prepared.count(split), dtype=np.int64),
+            "label": np.asarray(prepared.labels(split), dtype=np.int32),
+            "pred": np.argmax(scores, axis=1).astype(np.int32),
+            "probs": softmax(scores), "scores": scores}
 
 
 def save_predictions(path: str | os.PathLike, predictions: Mapping[str, np.ndarray]) -> Path:
@@ -96,12 +97,3 @@ def _check(predictions: Mapping[str, np.ndarray], where: str) -> None:
     probs = np.asarray(predictions["probs"])
     if probs.ndim != 2:
         raise ValueError(f"{where}: probs must be (N, K), got shape {probs.shape}")
-
-
-def _input_size(model) -> int:
-    shape = model.input_shape
-    if isinstance(shape, list):
-        shape = shape[0]
-    if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None or shape[3] != 3:
-        raise ValueError(f"model {model.name!r} takes {shape}; expected (None, S, S, 3) images")
-    return int(shape[1])

@@ -36,7 +36,7 @@ from fer_distill.distill.triplet_model import MiningPools, TripletModel, embed
 from fer_distill.evaluation import figures
 from fer_distill.evaluation import metrics as metrics_lib
 from fer_distill.evaluation.predictions import (predict_split, predictions_path, save_predictions,
-                                                softmax)
+                                                score_predictions)
 from fer_distill.evaluation.transfer import transfer_of_predictions
 from fer_distill.models import embedding_model
 from fer_distill.train import callbacks as cb
@@ -442,11 +442,8 @@ def _fuse(config, prepared, loaded, workdir, chief) -> dict:
 
     def predict(split):
         split_rows = np.arange(prepared.count(split), dtype=np.int64)
-        scores = svm.class_scores(*features(split, split_rows), num_classes)
-        return {"index": split_rows,
-                "label": np.asarray(prepared.labels(split), dtype=np.int32),
-                "pred": np.argmax(scores, axis=1).astype(np.int32),
-                "probs": softmax(scores), "scores": scores.astype(np.float32)}
+        return score_predictions(svm.class_scores(*features(split, split_rows), num_classes),
+                                 prepared, split)
 
     results, paths = _evaluate_splits(config, prepared, workdir, chief, predict)
     metrics = {"stage": "fuse", "arch": config.arch, "dataset": prepared.dataset,

@@ -25,8 +25,7 @@ import numpy as np
 
 from fer_distill import rundir
 from fer_distill.atomic import atomic_path, write_json
-from fer_distill.data.pipeline import make_dataset
-from fer_distill.models import embedding_model
+from fer_distill.models.outputs import split_outputs
 from fer_distill.train.execution import progress
 
 FORMAT = "fer_distill.teacher_cache/1"
@@ -105,16 +104,12 @@ def teacher_outputs(teacher, prepared, split: str, rows, *, image_size: int, bat
     if verbose:
         print(f"Computing the teacher's full-view outputs on {len(rows)} {split} images "
               f"(once; cached in {directory})")
-    dataset = make_dataset(prepared, split, image_size=image_size, batch_size=batch_size,
-                           training=False, views=("full",), indices=rows)
-    images = dataset.map(lambda b: b["full"])
-    if embeddings:
-        out = embedding_model(teacher).predict(images, verbose=progress(verbose))
-        logits = np.asarray(out["logits"], dtype=np.float32)
-        embedding = np.asarray(out["embedding"], dtype=np.float32)
-    else:  # why not the embedding model: FER+'s 4096-d embeddings alone are 410 MB
-        logits = np.asarray(teacher.predict(images, verbose=progress(verbose)), np.float32)
-        embedding = None
+    # why not the embedding model without `embeddings`: FER+'s 4096-d embeddings alone are
+    # 410 MB
+    out = split_outputs(teacher, prepared, split, "full", batch_size=batch_size,
+                        image_size=image_size, indices=rows, embeddings=embeddings,
+                        verbose=progress(verbose))
+    logits, embedding = out["logits"], out.get("embedding")
     if write:
         with atomic_path(directory, directory=True) as tmp:
             np.save(tmp / "index.npy", rows)
