@@ -15,46 +15,8 @@ a mask shape, for every stage but the teacher):
     rkd      lower_half_visible   ours: CE + RKD (Park et al. 2019), from the student
     hint     lower_half_visible   ours: CE + FitNets hint on visible positions, from the student
 
-Paper values (section IV-C, NOTES §1): SGD with momentum 0.9 everywhere; mini-batches of 64
-(VGG-face) and 512 (VGG-f) in every stage; KD 50 epochs at 1e-4 -> 1e-5 (VGG-face), 200 epochs
-at 1e-3 -> 1e-4 (VGG-f), the rate divided by 10 when the validation error has not improved for
-10 epochs; triplet 10 epochs at 1e-6 (VGG-face) / 1e-5 (VGG-f); teacher 50 / 800 epochs,
-student 40 / 80 epochs; KD lambda 0.7, tau 20; triplet lambda 0.5, margin 0.1, mining
-pools of one tenth of the training set.
-
-Where the paper is silent, chosen here and why:
-- Preliminary fine-tuning rates (teacher, student, eyes): the paper defers to [1] (MatConvNet),
-  which gives none we could confirm. We start at the rate the paper's own KD stage uses for the
-  same network (VGG-face 1e-4, VGG-f 1e-3) - that stage continues from these fine-tuned weights
-  with the same optimizer and batch, so the rate is known to be stable for the network - and
-  apply the same plateau rule down to a floor of one tenth.
-- Triplet stage: 10 epochs is shorter than the 10-epoch patience, so the plateau rule could
-  never fire; the rate is constant (floor = start), as the paper states one rate.
-- Validation: the learning-rate rule monitors the prepared set's `validation` split, never its
-  `test` split. For FER+ that is FER+'s own validation set. For AffectNet, whose official
-  validation set is the paper's test set, the data preparation by default writes those same
-  images as `validation` too (the paper names no other held-out set, so that is the setting it
-  reports); prepare with `--affectnet_validation=holdout` to schedule on a stratified part of
-  the training selection instead (docs/DESIGN.md, "Prepared data").
-- `resnet50` (the journal extension's third network; its rates and batch are not public): batch
-  64 and VGG-face's epochs in every stage; rates ten times VGG-face's (1e-3 -> 1e-4 for the CE
-  stages and KD, 1e-5 for the triplet stage), since its batch normalisation tolerates larger
-  steps than the plain VGG-16 (README, "Where we chose").
-- `mini` (tests and the demo only, not in the paper): batch 32 and rates that train it from
-  scratch on the synthetic demo set. Its triplet rate is tiny for the paper's reason: eq. 3 is
-  a SUM over the batch of distances between two networks' embeddings, so its gradient is tens
-  of times the CE's; on the demo, 1e-5 wrecks the student and 1e-7 improves it.
-- `rkd` and `hint` (ours, not in the paper; fer_distill.distill.rkd, .hint): our choice, both
-  scheduled like the kd stage of the same network (epochs, rates, plateau rule, batch), since
-  like kd they continue the student baseline with a CE term plus a teacher term, with kd's
-  weight decay too (so that only the teacher's term differs). RKD: λ = 1 with the paper's
-  image-classification weights w_d = 25, w_a = 50 (Park et al. 2019, section 4.2), on the
-  embedding E. Hint: on
-  the last conv block before pooling (fer_distill.distill.hint.HINT_LAYERS), always with a
-  live teacher (a cache of VGG conv maps would be GBs). λ for both was chosen on VALIDATION
-  accuracy in the known-answer benchmark (mini, 3 seeds): RKD 1 over 0.1; hint 0.01 over 0.1
-  and 1 (λ = 1 made the student significantly worse); untested on the VGG networks, whose
-  conv maps have another scale.
+The paper's values, and why each value it does not give was chosen as it is: docs/DESIGN.md,
+"Training defaults".
 """
 from __future__ import annotations
 
@@ -253,9 +215,9 @@ class TrainConfig:
     rkd_lambda: float = setting(
         default=1.0, help="rkd (ours): λ of CE + λ·(w_d·L_dist + w_a·L_angle).")
     rkd_distance_weight: float = setting(
-        default=DISTANCE_WEIGHT, help="rkd (ours): w_d (Park et al. 2019, section 4.2: 25).")
+        default=DISTANCE_WEIGHT, help="rkd (ours): w_d (25: the RKD image-classification weight RepDistiller and mmrazor use).")
     rkd_angle_weight: float = setting(
-        default=ANGLE_WEIGHT, help="rkd (ours): w_a (Park et al. 2019, section 4.2: 50).")
+        default=ANGLE_WEIGHT, help="rkd (ours): w_a (50: the RKD image-classification weight RepDistiller and mmrazor use).")
 
     # hint (ours; FitNets, Romero et al. 2015, masked by the student's view); λ chosen on
     # validation accuracy among 1, 0.1, 0.01 in the known-answer benchmark (mini)
