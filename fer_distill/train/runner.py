@@ -31,8 +31,7 @@ from fer_distill.atomic import atomic_path, write_json
 from fer_distill.data.pipeline import make_dataset, steps_per_epoch
 from fer_distill.data.prepared import read_prepared
 from fer_distill.distill.fusion import FusionSVM
-from fer_distill.distill.kd_model import KDModel
-from fer_distill.distill.triplet_model import MiningPools, TripletModel, embed
+from fer_distill.distill.triplet_model import embed
 from fer_distill.evaluation import figures
 from fer_distill.evaluation import metrics as metrics_lib
 from fer_distill.evaluation.predictions import (predict_split, predictions_path, save_predictions,
@@ -47,7 +46,6 @@ from fer_distill.train.config import (DISTILLATION_STAGES, FINE_TUNING_STAGES,
                                       RUN_CONTROL_FIELDS, TrainConfig)
 from fer_distill.train.execution import (chief_in_tf_config, dtype_policy, environment,
                                          is_chief, make_strategy, progress, resolve_policy)
-from fer_distill.train.teacher_cache import deranged, teacher_outputs, teacher_tables
 
 EVAL_SPLITS = ("validation", "test")
 # A stream of random numbers of its own for the `max_train_examples` subset.
@@ -259,20 +257,14 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
         trainer.compile(optimizer=optimizer,
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                         metrics=[accuracy], jit_compile=config.jit_compile)
-    elif config.stage in distillers.STAGES:  # ours, beyond the paper
-        trainer = distillers.build_trainer(config, prepared, loaded, rows, size, policy,
-                                           workdir, chief)
-        trainer.compile(optimizer=optimizer, metrics=[accuracy],
+    else:  # kd, triplet, and ours (rkd, hint): fer_distill.train.distillers
+        trainer, stage_callbacks = distillers.build_trainer(config, prepared, loaded, rows,
+                                                            size, policy, workdir, chief)
+        # the triplet model tracks its own accuracy (its batches carry the mined triplets)
+        trainer.compile(optimizer=optimizer,
+                        metrics=None if config.stage == "triplet" else [accuracy],
                         jit_compile=config.jit_compile)
-    elif config.stage == "kd":
-        trainer = _kd_trainer(config, prepared, loaded, rows, size, policy, workdir, chief)
-        trainer.compile(optimizer=optimizer, metrics=[accuracy],
-                        jit_compile=config.jit_compile)
-    else:
-        trainer, pools = _triplet_trainer(config, prepared, loaded, rows, size, policy,
-                                          workdir, chief)
-        trainer.compile(optimizer=optimizer, jit_compile=config.jit_compile)
-        extra.append(pools)
+        extra.extend(stage_callbacks)
 
     plateau = cb.PlateauSchedule(patience=config.lr_patience, factor=config.lr_factor,
                                  min_lr=config.min_learning_rate,
@@ -341,48 +333,6 @@ def _fit(config, prepared, loaded, policy, workdir, chief, resumed, extra_callba
         "history": checkpoint.history,
     }
     return student, summary
-
-
-def _kd_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
-    settings = dict(lam=config.kd_lambda, temperature=config.temperature,
-                    temperature_squared=config.temperature_squared)
-    if config.teacher_mode == "live":
-        return KDModel(loaded["student"], loaded["teacher"], **settings)
-    tables = teacher_tables(config, prepared, loaded["teacher"], rows, image_size=size,
-                            policy=policy, workdir=workdir, write=chief, embeddings=False)
-    return KDModel(loaded["student"], None, train_logits=tables["train"],
-                   eval_logits=tables["validation"], **settings)
-
-
-def _triplet_trainer(config, prepared, loaded, rows, size, policy, workdir, chief):
-    teacher = loaded["teacher"]
-    trainer = TripletModel(loaded["student"], source_shape=prepared.image_shape,
-                           image_size=size, occlusion=config.view, lam=config.triplet_lambda,
-                           margin=config.margin, reduction=config.triplet_reduction,
-                           chunk_size=config.mining_chunk_size)
-    if config.teacher_mode == "live":
-        teacher_embedder = embedding_model(teacher)
-
-        def positives(subset):
-            return embed(teacher_embedder, prepared, "train", subset, image_size=size,
-                         view="full", batch_size=config.eval_batch_size)
-    else:
-        cache = teacher_outputs(teacher, prepared, "train", rows, image_size=size,
-                                batch_size=config.eval_batch_size,
-                                cache_dir=workdir / rundir.CACHE, teacher_path=config.teacher,
-                                policy=policy, embeddings=True, verbose=config.verbose,
-                                write=chief)
-        if config.shuffle_teacher:  # the misalignment control (TrainConfig.shuffle_teacher)
-            partner = dict(zip(rows.tolist(), deranged(rows, config.seed).tolist()))
-
-            def positives(subset):
-                return cache.embeddings_of(np.array([partner[int(i)] for i in subset], np.int64))
-        else:
-            positives = cache.embeddings_of
-    pools = MiningPools(trainer, prepared, rows=rows, positive_embeddings=positives,
-                        seed=config.seed, fraction=config.mining_fraction,
-                        batch_size=config.eval_batch_size)
-    return trainer, pools
 
 
 # ------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from fer_distill.train import TrainConfig
 from fer_distill.train.teacher_cache import deranged
 from fer_distill.train import networks as nets
-from fer_distill.train import runner
+from fer_distill.train import distillers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,8 +55,9 @@ def test_shuffled_teacher_pairs_every_image_with_another_images_logits(
     teacher = keras.saving.load_model(trained_runs["teacher"] / "model.keras")
     student = keras.saving.load_model(trained_runs["student"] / "model.keras")
     rows = np.arange(prepared.count("train"), dtype=np.int64)
-    trainer = runner._kd_trainer(config, prepared, {"teacher": teacher, "student": student},
-                                 rows, 32, "float32", tmp_path / "kd", True)
+    loaded = {"teacher": teacher, "student": student}
+    trainer, _ = distillers.build_trainer(config, prepared, loaded, rows, 32, "float32",
+                                          tmp_path / "kd", True)
     table = trainer.train_logits.numpy()
     logits = np.log(predict_split(teacher, prepared, "train", "full")["probs"])
     partner = deranged(rows, config.seed)

@@ -46,7 +46,7 @@ def test_rkd_shuffled_teacher_gives_each_image_another_images_embedding(trained_
     for shuffle in (False, True):
         config = mini_config("rkd", tmp_path / "rkd", init="s", teacher=str(
             trained_runs["teacher"] / "model.keras"), shuffle_teacher=shuffle).resolved()
-        trainer = distillers.build_trainer(config, prepared, loaded, rows, 32, "float32",
+        trainer, _ = distillers.build_trainer(config, prepared, loaded, rows, 32, "float32",
                                            tmp_path / "rkd", True)
         tables[shuffle] = trainer.train_embeddings.numpy()
     partner = deranged(rows, 0)
