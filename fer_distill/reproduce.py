@@ -66,9 +66,19 @@ from typing import Any, Callable, Mapping, Sequence
 
 from fer_distill import rundir
 from fer_distill.atomic import write_json, write_text
+from fer_distill.data.affectnet import prepare_affectnet
+from fer_distill.data.demo import prepare_demo
+from fer_distill.data.ferplus import prepare_ferplus
+from fer_distill.data.prepared import read_prepared
+from fer_distill.evaluation.figures import GRADCAM_FILE
+from fer_distill.evaluation.report import (PROVENANCE_FILE, PROVENANCE_FORMAT, ReportConfig,
+                                           make_report)
 from fer_distill.preset import (DEMO, DEMO_CHOICE, DEMO_SCARCE, PAPER, PRESETS,  # noqa: F401
                                 Preset, _frozen)  # (PAPER ... Preset: part of this API)
-from fer_distill.evaluation.figures import GRADCAM_FILE
+from fer_distill.reproduce_evaluation import draw_figure, evaluate_runs
+from fer_distill.scenarios import scenario
+from fer_distill.train import run
+from fer_distill.train.config import ARCHITECTURES, RUN_CONTROL_FIELDS, TrainConfig
 
 STAGES = ("prepare", "teacher", "student", "eyes", "kd", "triplet", "fuse", "rkd", "hint",
           "evaluate", "figure", "report")
@@ -137,11 +147,9 @@ class ReproduceConfig:
     def check(self) -> None:
         """Raises ValueError / FileNotFoundError for settings that cannot work, before any
         stage starts (a mistake costs seconds, not a trained teacher)."""
-        from fer_distill.train.config import ARCHITECTURES, TrainConfig
 
         if not self.workdir:
             raise ValueError("reproduce: workdir is required")
-        from fer_distill.scenarios import scenario
 
         scenario(self.scenario)  # a ValueError naming an unknown one
         if self.dataset not in DATASETS:
@@ -224,7 +232,6 @@ _WIRING = ("stage", "arch", "data", "workdir", "init", "teacher", "kd_student",
 @dataclasses.dataclass
 class Layout:
     """Where a reproduction keeps each thing (module docstring)."""
-
     root: Path
     dataset: str
     arch: str
@@ -272,18 +279,15 @@ class Layout:
 
     @property
     def provenance(self) -> Path:
-        from fer_distill.evaluation.report import PROVENANCE_FILE
 
         return self.root / PROVENANCE_FILE
 
 
 class Reproduction:
     """One reproduction in progress: the stages as methods, the record of what happened."""
-
     def __init__(self, config: ReproduceConfig, *, out: Callable[[str], None] = print,
                  callbacks: Mapping[str, Sequence[Any]] | None = None):
         self.config = config
-        from fer_distill.scenarios import scenario
 
         self.scenario = scenario(config.scenario)
         self.layout = Layout(Path(config.workdir).absolute(), config.dataset, config.arch,
@@ -319,7 +323,6 @@ class Reproduction:
                 timespec="seconds")})
 
     def _provenance(self, path: Path, flagfile: Path) -> None:
-        from fer_distill.evaluation.report import PROVENANCE_FORMAT
 
         entries = []
         if self.layout.provenance.is_file():
@@ -397,7 +400,6 @@ class Reproduction:
     # prepare ----------------------------------------------------------------------------
 
     def _stage_prepare(self) -> dict[str, Any]:
-        from fer_distill.data.prepared import read_prepared
 
         config = self.config
         if config.data:
@@ -418,17 +420,14 @@ class Reproduction:
         options = dict(config.prepare_options)
         options.setdefault("progress", bool(config.verbose))
         if config.dataset == "demo":
-            from fer_distill.data.demo import prepare_demo
 
             sizes = dict(config.preset.demo_sizes) if config.preset.demo_sizes else None
             prepare_demo(self.data_dir, sizes=sizes, seed=config.preset.demo_seed,
                          regime=config.preset.demo_regime, source=source, **options)
         elif config.dataset == "ferplus":
-            from fer_distill.data.ferplus import prepare_ferplus
 
             prepare_ferplus(config.raw, self.data_dir, source=source, **options)
         else:
-            from fer_distill.data.affectnet import prepare_affectnet
 
             prepare_affectnet(config.raw, self.data_dir, source=source, **options)
         prepared = read_prepared(self.data_dir)
@@ -440,10 +439,6 @@ class Reproduction:
 
     def _pretrain_demo(self) -> None:
         """The demo's stand-in for a pretrained file (Preset.demo_pretrain)."""
-        from fer_distill.data.demo import prepare_demo
-        from fer_distill.data.prepared import read_prepared
-        from fer_distill.train import TrainConfig, run
-
         spec = self.config.preset.demo_pretrain
         root = self.layout.pretrained
         data = root / "data"
@@ -483,8 +478,6 @@ class Reproduction:
 
     def train_config(self, stage: str):
         """The TrainConfig of one stage of this reproduction (None: the stage does not run)."""
-        from fer_distill.train import TrainConfig
-
         config, layout = self.config, self.layout
         preset = config.preset.settings(stage)
         overrides = {**config.overrides.get("*", {}), **config.overrides.get(stage, {})}
@@ -533,7 +526,6 @@ class Reproduction:
                            workdir=str(layout.run(stage)), **wiring, **values)
 
     def _train(self, stage: str) -> dict[str, Any]:
-        from fer_distill.train import run
 
         train_config = self.train_config(stage)
         if train_config is None:
@@ -605,17 +597,14 @@ class Reproduction:
     # evaluate and report ----------------------------------------------------------------
 
     def _stage_evaluate(self) -> dict[str, Any]:
-        from fer_distill.reproduce_evaluation import evaluate_runs
 
         return evaluate_runs(self, TRAINING_STAGES, OPTIONAL_STAGES)
 
     def _stage_figure(self) -> dict[str, Any]:
-        from fer_distill.reproduce_evaluation import draw_figure
 
         return draw_figure(self)
 
     def _stage_report(self):
-        from fer_distill.evaluation.report import ReportConfig, make_report
 
         report, markdown = make_report(ReportConfig(
             runs=str(self.layout.root), output=str(self.layout.report),
@@ -637,11 +626,9 @@ def console(markdown: str) -> str:
 def train_flagfile(config, header: str = "") -> str:
     """`experiments.train` flags that recreate `config`: the wiring and every setting that
     differs from TrainConfig's defaults (so the paper's defaults stay visible as defaults)."""
-    from fer_distill.train import TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
                 if f.default is not dataclasses.MISSING}
-    from fer_distill.train.config import RUN_CONTROL_FIELDS
 
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     for field in dataclasses.fields(TrainConfig):
