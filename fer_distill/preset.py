@@ -10,6 +10,8 @@ import dataclasses
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from fer_distill.train.config import STAGES
+
 
 def _frozen(mapping: Mapping[str, Mapping[str, Any]] | None) -> Mapping[str, Mapping[str, Any]]:
     return MappingProxyType({k: MappingProxyType(dict(v)) for k, v in (mapping or {}).items()})
@@ -44,8 +46,6 @@ class Preset:
 
     def __post_init__(self):
         object.__setattr__(self, "train", _frozen(self.train))
-        from fer_distill.train.config import STAGES
-
         unknown = set(self.train) - set(STAGES) - {"*"}
         if unknown:
             raise ValueError(f"preset {self.name!r}: unknown stages {sorted(unknown)}; expected "

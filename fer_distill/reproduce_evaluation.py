@@ -16,6 +16,11 @@ import numpy as np
 
 from fer_distill import rundir
 from fer_distill.atomic import write_text
+from fer_distill.data.prepared import read_prepared
+from fer_distill.evaluation.evaluate import (EvaluateConfig, default_views, evaluate, open_model,
+                                             results_path)
+from fer_distill.explain.gradcam import explain, figure
+from fer_distill.serving.servable import load_servable
 
 # The paper's teacher rows keep their flagfile names (experiments/configs/*_teacher_on_*.flags).
 PAPER_EVALUATION_NAMES = {"lower_half_visible": "lower", "upper_half_visible": "upper"}
@@ -31,9 +36,6 @@ def evaluate_runs(reproduction, stages, optional=()) -> dict[str, Any]:
     """The evaluate stage over the training `stages` (see the module docstring); returns the
     stage's record. A stage in `optional` without a run is skipped silently (ours, absent unless
     asked for)."""
-    from fer_distill.evaluation.evaluate import (EvaluateConfig, default_views, evaluate,
-                                                 open_model, results_path)
-
     config, layout = reproduction.config, reproduction.layout
     done, skipped, missing = [], [], []
     for stage in stages:
@@ -105,10 +107,6 @@ def draw_figure(reproduction) -> dict[str, Any]:
         return {"status": "no finished fuse or kd run"}
     output = layout.figure
     try:
-        from fer_distill.data.prepared import read_prepared
-        from fer_distill.explain.gradcam import explain, figure
-        from fer_distill.serving.servable import load_servable
-
         prepared = read_prepared(reproduction.data_dir)
         labels = np.asarray(prepared.labels("test"))
         rows = [int(np.flatnonzero(labels == k)[0])

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from fer_distill.data.occlusion import occlude
+
 # The hint layer per architecture: the last convolutional block before the pooling that
 # feeds the fully connected part (our choice, the usual FitNets-style "middle" hint moved to
 # the last spatial map, where the networks' features are most class-specific).
@@ -40,8 +42,6 @@ def visible_positions(view, image_size: int, map_height: int, map_width: int) ->
     to the map (each position's share of visible pixels in its cell), kept where the share is
     >= VISIBLE_SHARE. Raises ValueError when no position is visible.
     """
-    from fer_distill.data.occlusion import occlude
-
     ones = np.ones((int(image_size), int(image_size), 1), np.float32)
     pixels = occlude(ones, view)[..., 0]
     share = tf.image.resize(pixels[None, :, :, None], (int(map_height), int(map_width)),

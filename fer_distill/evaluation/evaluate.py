@@ -40,7 +40,7 @@ import numpy as np
 
 from fer_distill import rundir
 from fer_distill.atomic import read_json, write_json
-from fer_distill.data.occlusion import VIEWS, resolve_view
+from fer_distill.data.occlusion import VIEWS, resolve_view, view_name
 from fer_distill.data.prepared import SPLITS, read_prepared
 from fer_distill.distill.fusion import CONFIG_FILE as SVM_CONFIG
 from fer_distill.distill.fusion import FusionSVM
@@ -153,15 +153,11 @@ class Evaluable:
 
 def results_path(output: str | os.PathLike, split: str, view: str) -> Path:
     """OUT/evaluation/<split>_<view>.json."""
-    from fer_distill.data.occlusion import view_name
-
     return Path(output) / EVALUATION_DIR / f"{split}_{view_name(view)}.json"
 
 
 def confusion_paths(output: str | os.PathLike, split: str, view: str) -> tuple[Path, Path]:
     """(CSV, PNG) of the confusion matrix of one evaluation."""
-    from fer_distill.data.occlusion import view_name
-
     base = Path(output) / EVALUATION_DIR / f"{split}_{view_name(view)}_confusion"
     return base.with_suffix(".csv"), base.with_suffix(".png")
 

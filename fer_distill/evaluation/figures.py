@@ -68,10 +68,10 @@ def write_curves(history: Sequence[Mapping[str, Any]], output: str | os.PathLike
     None (nothing written) for an empty history."""
     if not history:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from matplotlib.ticker import MaxNLocator
+    # why here: matplotlib takes seconds to import and only this function needs it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # why here: as above
+    from matplotlib.figure import Figure  # why here: as above
+    from matplotlib.ticker import MaxNLocator  # why here: as above
 
     series = _series(history)
     epochs = [int(entry.get("epoch", i + 1)) for i, entry in enumerate(history)]

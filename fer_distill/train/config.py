@@ -25,6 +25,7 @@ import os
 from typing import Any
 
 from fer_distill.atomic import read_json
+from fer_distill.data.occlusion import resolve_view
 from fer_distill.distill.mining import DEFAULT_CHUNK_SIZE
 from fer_distill.distill.rkd import ANGLE_WEIGHT, DISTANCE_WEIGHT
 
@@ -328,8 +329,6 @@ class TrainConfig:
             if not getattr(self, name):
                 raise ValueError(f"config: {name} is required")
         if self.view is not None:
-            from fer_distill.data.occlusion import resolve_view
-
             try:
                 resolve_view(self.view)
             except (ValueError, FileNotFoundError) as error:
