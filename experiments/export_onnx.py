@@ -20,21 +20,13 @@ with `fer_distill.serving.predict.Predictor.load(FILE)`, or `experiments.predict
 from __future__ import annotations
 
 import dataclasses
-import json
 
-from absl import app, flags
+from absl import flags
 
-from experiments.flagconfig import given_fields
+from experiments import cli, export_common
 
-FLAGS = flags.FLAGS
-# allow_override: the test suite imports every binary into one process.
-_ANY = {"allow_override": True}
-flags.DEFINE_string("model", None, "Run directory, fuse run, or .keras/.mat model file.", **_ANY)
-flags.DEFINE_string("output", None, "The .onnx file to write.", **_ANY)
-flags.DEFINE_string("view", None, "Occlusion view; overrides the run's config.json, required "
-                    "for a bare model file.", **_ANY)
-flags.DEFINE_string("kd_student", None, "Fusion only: the KD student.", **_ANY)
-flags.DEFINE_string("triplet_student", None, "Fusion only: the triplet student.", **_ANY)
+_ANY = {"allow_override": True}  # docs/DESIGN.md, "Binaries"
+export_common.define_model_flags(output_help="The .onnx file to write.")
 flags.DEFINE_enum("quantization", "none", ["none", "int8_dynamic"],
                   "none: float32 (checked against TensorFlow); int8_dynamic: ONNX Runtime's "
                   "dynamic int8 quantisation (numerics change slightly).", **_ANY)
@@ -53,10 +45,8 @@ class ONNXExportConfig:
 def run(config: ONNXExportConfig) -> dict:
     """Exports the model the config names; returns (and the binary prints) a summary."""
     from fer_distill.serving.onnx_model import export_onnx, read_metadata
-    from fer_distill.serving.servable import load_servable
 
-    servable = load_servable(config.model, view=config.view, kd_student=config.kd_student,
-                             triplet_student=config.triplet_student)
+    servable = export_common.load(config)
     servable.source["export_config"] = dataclasses.asdict(config)
     path = export_onnx(servable, config.output, quantization=config.quantization)
     metadata = read_metadata(path)
@@ -67,13 +57,8 @@ def run(config: ONNXExportConfig) -> dict:
             "probe_agreement": metadata["probe_agreement"]}
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.model or not FLAGS.output:
-        raise app.UsageError("--model and --output are required")
-    print(json.dumps(run(ONNXExportConfig(**given_fields(ONNXExportConfig))), indent=2))
+main = export_common.main_of(ONNXExportConfig, run)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

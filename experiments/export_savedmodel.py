@@ -29,26 +29,13 @@ takes uint8 (N, H, W, 3) crops. See fer_distill/serving/export.py.
 from __future__ import annotations
 
 import dataclasses
-import json
 
-from absl import app, flags
+from absl import flags
 
-from experiments import cli
-from experiments.flagconfig import given_fields
+from experiments import cli, export_common
 
-FLAGS = flags.FLAGS
-# allow_override: the test suite imports every binary into one process, where generic names
-# (--model, --output, --view) would otherwise clash with other binaries' flags.
-_ANY = {"allow_override": True}
-flags.DEFINE_string("model", None, "Run directory, fuse run, or .keras/.mat model file.", **_ANY)
-flags.DEFINE_string("output", None, "SavedModel directory to write, e.g. exports/fer/1.", **_ANY)
-flags.DEFINE_string("view", None, "Occlusion view (full, lower_half_visible, "
-                    "upper_half_visible, a mask name or mask file); overrides the run's "
-                    "config.json, required for a bare model file.", **_ANY)
-flags.DEFINE_string("kd_student", None, "Fusion only: the KD student (run directory or .keras), "
-                    "instead of the one named in the fuse run's config.json.", **_ANY)
-flags.DEFINE_string("triplet_student", None, "Fusion only: the triplet student (run directory "
-                    "or .keras).", **_ANY)
+_ANY = {"allow_override": True}  # docs/DESIGN.md, "Binaries"
+export_common.define_model_flags(output_help="SavedModel directory to write, e.g. exports/fer/1.")
 flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
                   "Weights of the exported networks: float32 (exact) or bfloat16 (faster on "
                   "CPUs with AMX/AVX512-BF16; numbers change slightly).", **_ANY)
@@ -70,10 +57,8 @@ class ExportConfig:
 def run(config: ExportConfig) -> dict:
     """Exports the model the config names; returns (and the binary prints) a summary."""
     from fer_distill.serving.export import export_savedmodel, read_metadata
-    from fer_distill.serving.servable import load_servable
 
-    servable = load_servable(config.model, view=config.view, kd_student=config.kd_student,
-                             triplet_student=config.triplet_student)
+    servable = export_common.load(config)
     if config.precision == "bfloat16":
         from fer_distill.serving.precision import bfloat16_servable
 
@@ -89,13 +74,7 @@ def run(config: ExportConfig) -> dict:
             "embedding_size": metadata["embedding_size"]}
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.model or not FLAGS.output:
-        raise app.UsageError("--model and --output are required")
-    config = ExportConfig(**given_fields(ExportConfig))
-    print(json.dumps(run(config), indent=2))
+main = export_common.main_of(ExportConfig, run)
 
 
 if __name__ == "__main__":

@@ -21,22 +21,14 @@ float32 numerics up to rounding.
 from __future__ import annotations
 
 import dataclasses
-import json
 
-from absl import app, flags
+from absl import flags
 
-from experiments import cli
+from experiments import cli, export_common
 
-FLAGS = flags.FLAGS
-# allow_override: the test suite imports every binary into one process.
-_ANY = {"allow_override": True}
-flags.DEFINE_string("model", None, "Run directory, fuse run, or .keras/.mat model file.", **_ANY)
-flags.DEFINE_string("output", None, "Directory to write (model.tflite + metadata.json).",
-                    **_ANY)
-flags.DEFINE_string("view", None, "Occlusion view; overrides the run's config.json, required "
-                    "for a bare model file.", **_ANY)
-flags.DEFINE_string("kd_student", None, "Fusion only: the KD student.", **_ANY)
-flags.DEFINE_string("triplet_student", None, "Fusion only: the triplet student.", **_ANY)
+_ANY = {"allow_override": True}  # docs/DESIGN.md, "Binaries"
+export_common.define_model_flags(
+    output_help="Directory to write (model.tflite + metadata.json).")
 flags.DEFINE_enum("quantization", "dynamic_range", ["dynamic_range", "none", "float16"],
                   "dynamic_range: int8 weights (fastest, numerics change slightly); none: "
                   "float32; float16: float16 weights (half the file).", **_ANY)
@@ -54,11 +46,9 @@ class TFLiteExportConfig:
 
 def run(config: TFLiteExportConfig) -> dict:
     """Exports the model the config names; returns (and the binary prints) a summary."""
-    from fer_distill.serving.servable import load_servable
     from fer_distill.serving.tflite import MODEL_FILE, export_tflite, read_metadata
 
-    servable = load_servable(config.model, view=config.view, kd_student=config.kd_student,
-                             triplet_student=config.triplet_student)
+    servable = export_common.load(config)
     servable.source["export_config"] = dataclasses.asdict(config)
     path = export_tflite(servable, config.output, quantization=config.quantization)
     metadata = read_metadata(path)
@@ -68,16 +58,7 @@ def run(config: TFLiteExportConfig) -> dict:
             "probe_agreement": metadata["probe_agreement"]}
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.model or not FLAGS.output:
-        raise app.UsageError("--model and --output are required")
-    config = TFLiteExportConfig(model=FLAGS.model, output=FLAGS.output, view=FLAGS.view,
-                                kd_student=FLAGS.kd_student,
-                                triplet_student=FLAGS.triplet_student,
-                                quantization=FLAGS.quantization)
-    print(json.dumps(run(config), indent=2))
+main = export_common.main_of(TFLiteExportConfig, run)
 
 
 if __name__ == "__main__":
