@@ -33,3 +33,21 @@ def ferplus_votes_dir(shared_dir) -> Path:
     if not (path / "FER2013Train" / "label.csv").is_file():
         pytest.skip(f"FER+ vote files not found under {path}")
     return path
+
+
+def write_tiny_prepared(out, counts, *, seed: int, shape=(32, 32, 3), cyclic_labels=False,
+                        split_in_names=False):
+    """A prepared "demo" set of random images at `out`: {split: n} images of `shape`, labels
+    random in 0..7 (or i % 8 with `cyclic_labels`); returns it read back."""
+    import numpy as np
+
+    from fer_distill.data.prepared import PreparedWriter, read_prepared
+
+    rng = np.random.default_rng(seed)
+    with PreparedWriter(out, dataset="demo", image_shape=shape) as writer:
+        for split, n in counts.items():
+            labels = np.arange(n) % 8 if cyclic_labels else rng.integers(0, 8, n)
+            names = [f"{split}{i}.png" if split_in_names else f"{i}.png" for i in range(n)]
+            writer.add_split(split, labels, names,
+                             images=rng.integers(0, 256, (n, *shape), dtype=np.uint8))
+    return read_prepared(out)

@@ -9,11 +9,11 @@ import pytest
 import tensorflow as tf
 
 from fer_distill.data.pipeline import make_dataset, to_view
-from fer_distill.data.prepared import PreparedWriter, read_prepared
 from fer_distill.distill.triplet_model import MiningPools, TripletModel, embed, mining_subset
 from fer_distill.models import embedding_model, mini
 from fer_distill.train.execution import dtype_policy
 from fer_distill.train.networks import under_policy
+from tests.conftest import write_tiny_prepared
 
 LR = 1e-5  # eq. 3 is a sum over the batch: small rates, as in the paper
 BATCH = 8
@@ -22,13 +22,9 @@ BATCH = 8
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A tiny prepared set: 80/16/16 random 48x48 grey images, 8 classes."""
-    rng = np.random.default_rng(0)
-    out = tmp_path_factory.mktemp("tiny") / "prepared"
-    with PreparedWriter(out, dataset="demo", image_shape=(48, 48, 1)) as writer:
-        for split, n in (("train", 80), ("validation", 16), ("test", 16)):
-            writer.add_split(split, np.arange(n) % 8, [f"{split}{i}.png" for i in range(n)],
-                             images=rng.integers(0, 256, (n, 48, 48, 1), dtype=np.uint8))
-    return read_prepared(out)
+    return write_tiny_prepared(tmp_path_factory.mktemp("tiny") / "prepared",
+                               {"train": 80, "validation": 16, "test": 16}, seed=0,
+                               shape=(48, 48, 1), cyclic_labels=True, split_in_names=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,16 @@ import numpy as np
 import pytest
 
 from fer_distill.data.occlusion import occlude
-from fer_distill.data.prepared import PreparedWriter, read_prepared
 from fer_distill.evaluation.predictions import (load_predictions, predict_split,
                                                 predictions_path, save_predictions, softmax,
                                                 view_name)
+from tests.conftest import write_tiny_prepared
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    out = tmp_path_factory.mktemp("tiny") / "prepared"
-    with PreparedWriter(out, dataset="demo", image_shape=(32, 32, 3)) as writer:
-        for split, n in (("train", 4), ("validation", 4), ("test", 11)):
-            writer.add_split(split, rng.integers(0, 8, n), [f"{i}.png" for i in range(n)],
-                             images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
-    return read_prepared(out)
+    return write_tiny_prepared(tmp_path_factory.mktemp("tiny") / "prepared",
+                               {"train": 4, "validation": 4, "test": 11}, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,15 @@ import numpy as np
 import pytest
 
 from fer_distill.data.occlusion import occlude
-from fer_distill.data.prepared import PreparedWriter, read_prepared
 from fer_distill.models import embedding_model, mini
 from fer_distill.models.outputs import input_size, split_outputs
+from tests.conftest import write_tiny_prepared
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    rng = np.random.default_rng(1)
-    out = tmp_path_factory.mktemp("tiny") / "prepared"
-    with PreparedWriter(out, dataset="demo", image_shape=(32, 32, 3)) as writer:
-        for split, n in (("train", 7), ("validation", 3), ("test", 3)):
-            writer.add_split(split, rng.integers(0, 8, n), [f"{i}.png" for i in range(n)],
-                             images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
-    return read_prepared(out)
+    return write_tiny_prepared(tmp_path_factory.mktemp("tiny") / "prepared",
+                               {"train": 7, "validation": 3, "test": 3}, seed=1)
 
 
 def test_logits_and_embeddings_of_rows_in_a_view_from_a_classifier_or_an_embedder(prepared):
