@@ -77,12 +77,15 @@ class TripletModel(keras.Model):
       image_size: the student's input size S.
       occlusion: the student's view ("lower_half_visible").
       lam, margin, reduction: λ, α and eq. 3's reduction ("sum" as in the paper, or "mean").
+      normalize: ours, not the paper: eq. 3 and the mining on unit-length embeddings (anchors,
+        negatives and both pools L2-normalised; the classifier still reads the raw embedding).
       chunk_size: anchors per distance matmul in the miner.
     """
 
     def __init__(self, student: keras.Model, *, source_shape, image_size: int,
                  occlusion="lower_half_visible", lam: float, margin: float,
-                 reduction: str, chunk_size: int = DEFAULT_CHUNK_SIZE, **kwargs):
+                 reduction: str, normalize: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 **kwargs):
         super().__init__(**kwargs)
         if reduction not in ("sum", "mean"):
             raise ValueError(f"TripletModel: reduction must be 'sum' or 'mean', got "
@@ -103,6 +106,7 @@ class TripletModel(keras.Model):
         self.lam = float(lam)
         self.margin = float(margin)
         self.reduction = reduction
+        self.normalize = bool(normalize)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.ce_tracker = keras.metrics.Mean(name="ce")
         self.triplet_tracker = keras.metrics.Mean(name="triplet")
@@ -125,6 +129,9 @@ class TripletModel(keras.Model):
         if len(images) != len(negative_emb) or len(images) == 0:
             raise ValueError(f"TripletModel: {len(images)} pool images for "
                              f"{len(negative_emb)} negative embeddings (need the same, >= 1)")
+        if self.normalize:
+            positive_emb, negative_emb = (tf.math.l2_normalize(
+                np.asarray(e, np.float32), axis=-1).numpy() for e in (positive_emb, negative_emb))
         self.miner.set_pools(positive_emb, positive_labels, negative_emb, negative_labels,
                              positive_ids=ids, negative_ids=ids)
         self._pool_words.assign(self._pack(images))
@@ -146,6 +153,12 @@ class TripletModel(keras.Model):
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
 
+    def _unit(self, embedding):
+        """`embedding` for eq. 3: unit length (float32) with `normalize`, else as it is."""
+        if not self.normalize:
+            return embedding
+        return tf.math.l2_normalize(tf.cast(embedding, tf.float32), axis=-1)
+
     def objective(self, images, labels, training: bool = True) -> dict:
         """Eq. 4 for one batch against the current pools (steps 1-3 of the module docstring).
 
@@ -156,15 +169,15 @@ class TripletModel(keras.Model):
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
         out = self.embedder(images, training=training)
-        anchor = out["embedding"]
+        anchor = self._unit(out["embedding"])
         logits = tf.cast(out["logits"], tf.float32)
         ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=labels, logits=logits))
         # Choosing triplets is not differentiated (arg-max/min); the distances are.
         mined = self.miner.mine(tf.stop_gradient(anchor), labels)
         raw = self._unpack(tf.gather(self._pool_words, tf.maximum(mined.negative_index, 0)))
-        negative = self.embedder(to_view(raw, self.image_size, self.occlusion),
-                                 training=training)["embedding"]
+        negative = self._unit(self.embedder(to_view(raw, self.image_size, self.occlusion),
+                                            training=training)["embedding"])
         triplet = triplet_loss(anchor, mined.positive_emb, negative, margin=self.margin,
                                reduction=self.reduction, mask=mined.valid)  # eq. 3
         if self.reduction == "sum":

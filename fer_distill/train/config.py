@@ -206,6 +206,9 @@ class TrainConfig:
     triplet_reduction: str = setting(
         default="sum", choices=TRIPLET_REDUCTIONS,
         help="triplet: eq. 3 sums over the batch (paper); mean divides by it.")
+    triplet_normalize: bool = setting(
+        default=False, help="triplet (ours, not the paper): eq. 3 and the mining on unit-length "
+        "embeddings, so the student cannot satisfy the margin by inflating its embedding.")
     mining_fraction: float = setting(
         default=0.1, help="triplet: the per-epoch random subset mined against (paper: a "
         "tenth).")
@@ -425,7 +428,8 @@ def paper_defaults(stage: str, arch: str) -> dict[str, Any]:
     if stage == "kd":
         keys += ("kd_lambda", "temperature", "temperature_squared")
     if stage == "triplet":
-        keys += ("triplet_lambda", "margin", "triplet_reduction", "mining_fraction")
+        keys += ("triplet_lambda", "margin", "triplet_reduction", "triplet_normalize",
+                 "mining_fraction")
     if stage == "rkd":
         keys += ("rkd_lambda", "rkd_distance_weight", "rkd_angle_weight")
     if stage == "hint":

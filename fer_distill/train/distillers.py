@@ -82,7 +82,7 @@ def _triplet(config, prepared, loaded, rows, size, policy, workdir, chief):
     trainer = TripletModel(loaded["student"], source_shape=prepared.image_shape,
                            image_size=size, occlusion=config.view, lam=config.triplet_lambda,
                            margin=config.margin, reduction=config.triplet_reduction,
-                           chunk_size=config.mining_chunk_size)
+                           normalize=config.triplet_normalize, chunk_size=config.mining_chunk_size)
     if config.teacher_mode == "live":
         teacher_embedder = embedding_model(teacher)
 

@@ -42,7 +42,8 @@ def _batches(prepared, n_batches=2):
     return [(b["occluded"], b["label"]) for b in data.take(n_batches)]
 
 
-def _model(networks, prepared, *, policy="float32", jit=False, reduction="sum", epoch=0):
+def _model(networks, prepared, *, policy="float32", jit=False, reduction="sum", epoch=0,
+           normalize=False):
     """A compiled TripletModel with the pools of `epoch` installed (as MiningPools does)."""
     student_weights, teacher = networks
     with dtype_policy(policy):
@@ -50,7 +51,7 @@ def _model(networks, prepared, *, policy="float32", jit=False, reduction="sum", 
         student.set_weights(student_weights)
         student = under_policy(student, policy)
         model = TripletModel(student, source_shape=prepared.image_shape, image_size=32,
-                             reduction=reduction, lam=0.5, margin=0.1)
+                             reduction=reduction, lam=0.5, margin=0.1, normalize=normalize)
         optimizer = keras.optimizers.SGD(LR, momentum=0.9)
         if policy == "mixed_float16":
             # why 16, not Keras' 2**15: eq. 4 is ~30 here, and 30 * 2**15 overflows float16,
@@ -92,22 +93,30 @@ def test_mining_subset_is_a_pure_function_of_seed_and_epoch():
     assert len(mining_subset(rows[:5], 0.1, seed=0, epoch=0)) == 1
 
 
-def test_objective_is_eq4_with_brute_force_mining(networks, prepared):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_objective_is_eq4_with_brute_force_mining(networks, prepared, normalize):
     """CE (batch mean) + λ·Σ_i [‖a_i − p_i‖ − ‖a_i − n_i‖ + α]_+ with p the farthest same-class
     teacher embedding and n the closest other-class student embedding of the pool, found here
     by a plain loop; the negative's embedding is the student's on the pool image. The pool (a
-    tenth: 8 images) misses some classes, so some anchors have no triplet and count 0."""
-    model, pools = _model(networks, prepared)
+    tenth: 8 images) misses some classes, so some anchors have no triplet and count 0. With
+    `normalize` (ours) every embedding of eq. 3 and of the mining is divided by its length."""
+    model, pools = _model(networks, prepared, normalize=normalize)
+
+    def unit(e):
+        e = np.asarray(e, np.float64)
+        return e / np.linalg.norm(e, axis=-1, keepdims=True) if normalize else e
+
     images, labels = _batches(prepared, 1)[0]
     result = model.objective(images, labels, training=False)
 
     out = model.embedder(images)
-    anchors, logits = out["embedding"].numpy(), out["logits"].numpy()
+    anchors, logits = unit(out["embedding"].numpy()), out["logits"].numpy()
     subset = pools.subset
     pool_labels = prepared.labels("train")[subset]
-    positives = model.miner.positive_emb.numpy()
-    negatives = embed(model.embedder, prepared, "train", subset, image_size=32,
-                      view="lower_half_visible", batch_size=16)
+    positives = unit(embed(embedding_model(networks[1]), prepared, "train", subset,
+                           image_size=32, view="full", batch_size=16))
+    negatives = unit(embed(model.embedder, prepared, "train", subset, image_size=32,
+                           view="lower_half_visible", batch_size=16))
     ce = np.mean([-np.log(np.exp(z[y] - z.max()) / np.exp(z - z.max()).sum())
                   for z, y in zip(logits.astype(np.float64), labels.numpy())])
     total, counted = 0.0, 0
@@ -126,6 +135,8 @@ def test_objective_is_eq4_with_brute_force_mining(networks, prepared):
     assert float(result["loss"]) == pytest.approx(ce + 0.5 * total, rel=1e-4)
     assert total > 0  # the triplet term is active, so the checks above mean something
     assert counted == int(np.sum(result["mined"].valid))
+    if normalize:  # the margin binds on the unit sphere: distances are at most 2
+        assert total <= counted * (2 + 0.1)
 
 
 def test_gradient_flows_through_anchor_and_negative_embeddings(networks, prepared):
