@@ -35,3 +35,22 @@ def test_quick_run_writes_the_table_with_controls_and_transfer(tmp_path):
     config = json.loads((tmp_path / "runs" / "privileged" / "seed0" / "kd_shuffled"
                          / "config.json").read_text())
     assert config["shuffle_teacher"] is True and config["deterministic"] is True
+
+
+def test_choice_is_best_validation_accuracy_with_ties_broken_by_validation_kl():
+    from experiments.known_answer import TIE, chosen_on_validation
+
+    def row(accuracy, kl):
+        return {"validation_accuracy": [accuracy, 0.01], "validation_kl": [kl, 0.01],
+                "test_accuracy": [0.0, 0.0], "test_kl": [9.0, 0.0]}  # test never read
+
+    rows = {"baseline": row(0.80, 0.40),
+            "kd_lambda0": row(0.90, 0.10),  # a control: never chosen
+            "kd_paper": row(0.827, 0.36),
+            "kd_t1": row(0.827 - TIE / 2, 0.33),  # tied on accuracy, lower KL: chosen
+            "kd_t4_sq": row(0.827 - 2 * TIE, 0.20),  # lowest KL but clearly less accurate
+            "triplet_sum": row(0.74, 0.98),
+            "triplet_mean": row(0.81, 0.47)}
+    assert chosen_on_validation(rows) == {"kd": "kd_t1", "triplet": "triplet_mean"}
+    rows["triplet_sum"] = row(0.81 + TIE / 2, 0.50)  # now the tie's winner on accuracy alone
+    assert chosen_on_validation(rows)["triplet"] == "triplet_mean"
