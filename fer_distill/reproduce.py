@@ -5,7 +5,8 @@
 
 runs every stage of the paper for one data set and architecture, in order, into WORKDIR
 (data/prepared/, runs/<dataset>/<arch>/<stage>/, flags/, provenance.json, report/,
-reproduce.json) and returns the report. Finished stages are skipped, interrupted ones resumed.
+reproduce.json) and returns the report (printing it). Finished stages are skipped,
+interrupted ones resumed.
 `scenario="headset" | "mask"` runs one of our occlusion scenarios; `from_matconvnet_*` the
 paper's MatConvNet path; `PRESETS["demo"]` the demo. The work directory, each stage, re-runs
 and the MatConvNet path: docs/DESIGN.md, "Training".
