@@ -1,57 +1,15 @@
 """Table I in one call: prepare, teacher, student, eyes, kd, triplet, fuse, evaluate, report.
 
-`reproduce(ReproduceConfig(...))` runs every stage of the paper for one data set and one
-architecture, in order, into one work directory, and returns the report (printing it):
+    report = reproduce(ReproduceConfig(workdir=WORKDIR, dataset="ferplus", arch="vgg_f",
+                                       raw=RAW, pretrained="imagenet-vgg-f.mat"))
 
-    WORKDIR/data/prepared/<dataset>/             the prepared data set (unless `data` is given)
-    WORKDIR/runs/<dataset>/<arch>/<stage>/       one run directory per training stage
-                                                 (fer_distill.train, docs/DESIGN.md "Training";
-                                                 the layout of experiments/configs/*.flags, so
-                                                 those flagfiles work from inside WORKDIR)
-    WORKDIR/flags/<dataset>_<arch>_<stage>.flags the `experiments.train` flagfile of each run, and
-    WORKDIR/flags/<dataset>_<arch>_teacher_on_<lower|upper>.flags  the `experiments.evaluate`
-                                                 flagfiles of the teacher tested on ◐ and ◑, so
-                                                 any one row can be re-run by hand
-    WORKDIR/provenance.json                      which flagfile produced which run (the report's
-                                                 "flagfile" column)
-    WORKDIR/report/table_i.{md,csv,json}         the report (fer_distill.evaluation.report)
-    WORKDIR/report/figure3_gradcam.png           Figure 3: Grad-CAM of the fused model
-    WORKDIR/reproduce.json                       the settings and what each stage did, how long
-
-Scenarios (`ReproduceConfig.scenario`, `fer_distill.scenarios`): "paper" (the default) is
-Table I; "headset" and "mask" are ours: the student-side stages see the headset silhouette or
-the surgical-mask view and the other-view baseline what that occluder hides, in
-runs/<dataset>/<arch>/<scenario>/<stage>/ with flags/<dataset>_<arch>_<scenario>_*.flags,
-reproduce_<scenario>.json and report/figure3_gradcam_<scenario>.png; the data, the demo's
-pretrained start and the teacher (full faces, the same settings) are the paper's runs.
-
-Re-running is safe and cheap: a stage whose run directory holds `metrics.json` is skipped
-(after checking that it was run with the same settings: a finished run with other settings
-stops the reproduction instead of being reported as if it were this one), an interrupted one
-is resumed from its last per-epoch checkpoint (the trainer's `resume`), and an evaluation
-already written after its run finished is not repeated.
-
-Stage by stage (NOTES §1): the teacher fine-tunes the pretrained network on full faces, the
-student baseline [1] on lower halves, the eyes baseline [2] on upper halves; kd and triplet
-start from the student baseline with the teacher frozen; fuse fits the SVM on both distilled
-students' embeddings; evaluate tests every finished run on its own view and the teacher on all
-three; figure draws the paper's Figure 3 (Grad-CAM of the fused model on one test face per
-class, `fer_distill.explain`) into the report directory; report writes Table I.
-Hyper-parameters are the paper's (`fer_distill.train.
-paper_defaults`) unless a `Preset` or per-stage overrides say otherwise.
-
-The MatConvNet path (`from_matconvnet_teacher` and `from_matconvnet_student`) runs only the
-stage the paper ran in TensorFlow: the user's MatConvNet-trained teacher and student become the
-teacher and student runs by conversion alone (the trainer with 0 epochs: converted, checked
-against the data set's classes, saved as model.keras and evaluated, nothing trained); the KD
-student is converted the same way from `from_matconvnet_kd_student`, or else trained here from
-the converted student and teacher; then triplet training, fusion, evaluation and the report.
-The eyes baseline [2] is not part of that stage and reads "not run".
-
-`PRESETS["demo"]` is the embedded default of `python -m experiments.reproduce` without data:
-the synthetic demo set, the `mini` network, a few minutes on a CPU. It exists to show that
-every stage runs and how the table is read; its numbers are not the paper's, and both the
-output and the report say so.
+runs every stage of the paper for one data set and architecture, in order, into WORKDIR
+(data/prepared/, runs/<dataset>/<arch>/<stage>/, flags/, provenance.json, report/,
+reproduce.json) and returns the report (printing it). Finished stages are skipped,
+interrupted ones resumed.
+`scenario="headset" | "mask"` runs one of our occlusion scenarios; `from_matconvnet_*` the
+paper's MatConvNet path; `PRESETS["demo"]` the demo. The work directory, each stage, re-runs
+and the MatConvNet path: docs/DESIGN.md, "Training".
 """
 from __future__ import annotations
 
@@ -100,12 +58,12 @@ PRETRAINED_DIR = "pretrained"
 class ReproduceConfig:
     """Everything one reproduction needs.
 
-    workdir: where everything is written (module docstring).
+    workdir: where everything is written (docs/DESIGN.md, "Training").
     dataset: "ferplus", "affectnet" or "demo"; arch: "vgg_f", "vgg_face" or "mini".
     raw: the raw release (ferplus, affectnet); data: an already prepared data set instead.
     pretrained: the network the teacher, student and eyes baseline fine-tune (.mat or .keras);
       required for VGG, optional for mini (random initialisation without it).
-    from_matconvnet_teacher / _student / _kd_student: the MatConvNet path (module docstring).
+    from_matconvnet_teacher / _student / _kd_student: the MatConvNet path (DESIGN, "Training").
     preset: a `Preset` (PRESETS); overrides: TrainConfig fields per stage ("*": all) on top.
     prepare_options: extra keyword arguments for the data preparation (FER+: layout,
       fer2013_csv, max_missing, workers; AffectNet: per_class_cap, validation, ...).
@@ -113,9 +71,7 @@ class ReproduceConfig:
     eval_batch_size: images per forward pass in the evaluation stage (default: the batch size).
     stages: run only these stages (in the pipeline's order); the others must be finished.
     verbose: 0 quiet, 1 progress bars, 2 one line per epoch.
-    scenario: "paper" (Table I), or one of ours, "headset" / "mask" (fer_distill.scenarios):
-      the students and the other-view baseline see that scenario's views, in run directories
-      of their own; the teacher (full faces) and the data are shared with the paper's.
+    scenario: "paper" (Table I), or one of ours, "headset" / "mask" (fer_distill.scenarios).
     """
 
     workdir: str
@@ -231,7 +187,7 @@ _WIRING = ("stage", "arch", "data", "workdir", "init", "teacher", "kd_student",
 
 @dataclasses.dataclass
 class Layout:
-    """Where a reproduction keeps each thing (module docstring)."""
+    """Where a reproduction keeps each thing (docs/DESIGN.md, "Training")."""
     root: Path
     dataset: str
     arch: str

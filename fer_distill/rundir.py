@@ -1,26 +1,11 @@
 """The run directory: its file names, how to read a run, and when it may be reused.
 
-The ground floor (beside fer_distill.atomic): training writes run directories, evaluation,
-serving, explain and reproduce read them, all through the names and functions here.
-
-    RUN/config.json        the resolved config plus the data set's facts
-    RUN/environment.json   package version, git commit, TF/Keras/Python versions, devices, seed
-    RUN/logs/              TensorBoard event files
-    RUN/checkpoints/       per-epoch state for resume
-    RUN/cache/             the teacher's cached outputs
-    RUN/model.keras        the final classifier, float32 (fuse: RUN/fusion/)
-    RUN/predictions/       <split>_<view>.npz
-    RUN/metrics.json       written last: its presence means the run finished
-
-One process writes a run directory at a time: `writing(config)` holds its lock
-(fer_distill.lock) from the reuse decision to metrics.json.
-
-Reuse rules: a finished run (metrics.json) is reported, not re-run, unless `overwrite`; an
-unfinished one continues only with `resume` and the same settings; `overwrite` deletes a run
-directory (never a directory that is not one).
-
-The checks take a training config (fer_distill.train.config.TrainConfig) without importing it:
-the recorded config is read back with the given config's own class (`type(config).from_dict`).
+The ground floor (beside fer_distill.atomic): training writes run directories; evaluation,
+serving, explain and reproduce read them, all through the names here (`CONFIG`, `METRICS`,
+`MODEL`, ...) and `read_config`, `is_run`, `is_finished`, `finished_metrics`, `check_reuse`.
+`writing(config)` holds the run's lock (fer_distill.lock) from the reuse decision to
+metrics.json, written last. The checks take a TrainConfig without importing it.
+Layout, lock and reuse rules: docs/DESIGN.md, "Training".
 """
 from __future__ import annotations
 

@@ -1,20 +1,12 @@
 """Occlusion scenarios: which view each Table I stage sees, the paper's and ours.
 
-A scenario names the students' view (student baseline, kd, triplet, fuse) and the "other view"
-of the second baseline (the paper's eyes baseline [2]); the teacher always sees full faces.
-
     paper    students ◐ lower_half_visible   other view ◑ upper_half_visible  (Table I)
     headset  students headset                other view under_headset          (ours)
     mask     students surgical_mask          other view under_surgical_mask    (ours)
 
-The other view is the complement of the students' view: what the occluder hides. That is the
-paper's choice, whose eyes baseline sees exactly the half the headset hides (Hickson et al.'s
-cameras inside a headset). For the headset silhouette it is the region under the goggles; for
-the surgical mask (where the upper face is what the model sees) it is the region under the
-mask, a reference for what the mask takes away rather than a model one could deploy.
-
-Pure data at the level of `fer_distill.data` (it imports nothing else), so the report, the
-reproduction and the binaries share one definition. `SCENARIOS[name].view(stage)`.
+Students: student baseline, kd, triplet, fuse; the other view is the second baseline's (the
+paper's eyes baseline [2]); the teacher always sees full faces. `SCENARIOS[name].view(stage)`.
+Why the other view is the complement: docs/DESIGN.md, "Views".
 """
 from __future__ import annotations
 

@@ -1,32 +1,12 @@
 """AffectNet (Mollahosseini et al. 2017, manually annotated part) prepared as the paper did.
 
-Input: the release's `Manually_Annotated_file_lists/training.csv` and `validation.csv`
-(columns subDirectory_filePath, face_x, face_y, face_width, face_height, facial_landmarks,
-expression, valence, arousal; a header line present or not) and the images under
-`Manually_Annotated_Images/`.
+    prepare_affectnet(raw_dir, output, validation="official" | "holdout", max_missing=0)
 
-Selection (`select_training`), as in the paper: expression codes 0-7 are kept (mapped onto
-`CLASS_NAMES` by name: 0 neutral, 1 happiness, 2 sadness, 3 surprise, 4 fear, 5 disgust,
-6 anger, 7 contempt), codes 8-10 (none, uncertain, non-face) dropped; every training class above
-15000 images is down-sampled to 15000 with a fixed seed, which leaves exactly 88,021 images on
-the real counts. The official validation set (500 per class, 4000) is the `test` split: the
-paper reports accuracy on it.
-
-The `validation` split, used only for the learning-rate schedule, is something the paper does
-not describe. By default (`validation="official"`) it is the same official validation images,
-which reproduces the paper's setting as far as it can be reconstructed (AffectNet has no other
-labelled held-out set); summary.json["source"]["validation"] records this. With
-`validation="holdout"` a stratified `holdout_fraction` of the selected training images is held
-out instead (and removed from `train`), for a schedule that never looks at test images.
-
-Images: decoded in parallel threads (OpenCV releases the GIL), cropped to the CSV's face box
-(`crop_faces=True`, the default; the box is clipped to the image), resized to 224x224 (the
-models' input size, so the pipeline's own resize is then the identity; cv2.INTER_AREA when
-shrinking, INTER_LINEAR when enlarging) and written as RGB uint8 straight into the output's
-memory-mapped .npy: 88k images (13 GB) never sit in RAM. Images that cannot be used - missing,
-unreadable, a JPEG cut short, a face box outside the image - are counted; up to `max_missing`
-of them are dropped (listed in summary.json, with what was wrong in "image_problems"), more
-fail the run with the counts by kind and the first names.
+`raw_dir` holds the release's `Manually_Annotated_file_lists/{training,validation}.csv` and
+`Manually_Annotated_Images/`. `select_training` keeps expression codes 0-7 and caps every class
+at 15000 images (88,021 on the real counts); the official validation set is the `test` split.
+Faces are cropped to the CSV's box and stored as 224x224 RGB uint8.
+Why, and the details (validation split, bad images): docs/DESIGN.md, "Prepared data".
 """
 from __future__ import annotations
 
@@ -309,8 +289,8 @@ def prepare_affectnet(
     source: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Prepares AffectNet from `raw_dir` into `output` (see the module docstring); returns
-    summary.json's content. `manifest_only` writes the selection (labels, manifest, counts)
+    """Prepares AffectNet from `raw_dir` into `output` (docs/DESIGN.md, "Prepared data");
+    returns summary.json's content. `manifest_only` writes the selection (labels, manifest, counts)
     without opening a single image, so the split can be checked before the long decode."""
     if validation not in VALIDATION_MODES:
         raise ValueError(f"validation must be one of {VALIDATION_MODES}, got {validation!r}")

@@ -1,33 +1,12 @@
 """A synthetic FER+ look-alike, so the whole package runs on a machine without the real data.
 
-`write_demo_raw(dir)` draws 48x48 grey faces and writes them in FER+'s own raw formats
-(`fer2013.csv`, `fer2013new.csv`, `FER2013{Train,Valid,Test}/label.csv` with 10 crowd votes per
-image), so the demo enters through exactly the code path real FER+ takes
-(`fer_distill.data.ferplus`), majority voting included. `prepare_demo(output)` does both steps.
-
-What the faces show, and why. Each image is one of a pool of identities (face shape and size,
-position, skin and background tone, hair line, eye spacing, lighting direction) showing one of
-the 8 expressions with a random intensity, plus pixel noise. An expression is shown by both
-halves of the face: brows and eyes above row 24, mouth below. The mouths come in look-alike
-pairs (neutral/anger: closed and flat; sadness/disgust: turned down; surprise/fear: open; the
-small differences left are mostly hidden by identity variation), so within a pair mainly brows
-and eyes tell the classes apart, as in the paper's setting: a model
-that sees the full face (the teacher) has information a lower-half student lacks, which is what
-distillation is meant to pass on. Happiness and contempt are clear from the mouth alone.
-
-Regimes (`regime=`). "classic" is the set described above, with made-up votes. "privileged"
-and "control" are the known-answer sets of issue 9, shaped like FER+: each face draws a real FER+
-vote vector (`ferplus_votes.npz`, the crowd votes of FER+'s own split, MIT, see
-FERPLUS_LICENSE.md), shows the blend of the 8 expressions weighted by those votes, and is
-labelled by FER+'s majority rule, so ambiguity, disagreement and class imbalance are FER+'s
-own. In "privileged" the lower half also shows part of what the brows say (cheek folds whose
-tilt and depth follow the brows at `LOWER_CUE` of their strength, plus noise of their own): a
-student sees a weak, noisy trace of the teacher's cues. In "control" the lower half carries
-nothing of the upper half's cues, so a teacher has nothing the student could learn to see.
-
-Determinism: one seed fixes every byte. Only NumPy's PCG64 generator and IEEE-exact arithmetic
-(+, -, *, /, sqrt; no sin/exp from the platform's libm) are used, so the files are identical on
-every machine; `tests/data/test_demo.py` pins their SHA-256.
+`write_demo_raw(dir, regime=...)` draws 48x48 grey faces and writes them in FER+'s own raw
+formats (with 10 crowd votes per image), so the demo enters through the code path real FER+
+takes (`fer_distill.data.ferplus`); `prepare_demo(output)` does both steps. Regimes
+(`REGIMES`): "classic", and the known-answer sets "privileged" and "control" of issue 9.
+One seed fixes every byte, on every machine.
+Why (what the faces show, the regimes, determinism): docs/DESIGN.md, "Prepared data" and
+"Showing that distillation transfers".
 """
 from __future__ import annotations
 
@@ -210,7 +189,7 @@ def _votes(label: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def ferplus_votes() -> dict[str, np.ndarray]:
-    """The real FER+ crowd votes, (N, 10) uint8 per split (module docstring, "Regimes")."""
+    """The real FER+ crowd votes, (N, 10) uint8 per split (docs/DESIGN.md, "Known answers")."""
     with np.load(_VOTES_FILE) as data:
         return {split: data[split] for split in ("train", "validation", "test")}
 
@@ -232,7 +211,7 @@ def generate(sizes: dict[str, int] | None = None, seed: int = 0,
              regime: str = "classic") -> dict[str, dict[str, np.ndarray]]:
     """Draws the demo set: per split, `images` uint8 (N, 48, 48), drawn `classes`, `votes` (N, 10).
 
-    `regime`: "classic", "privileged" or "control" (module docstring). Identities are shared by
+    `regime`: "classic", "privileged" or "control" (docs/DESIGN.md). Identities are shared by
     all splits (FER2013's splits share no people, but a demo this small needs the test faces to
     look like the training faces to be learnable at all).
     """

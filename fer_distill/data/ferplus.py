@@ -1,27 +1,12 @@
 """FER+ (Barsoum et al. 2016) prepared with FERPlus's majority rule, which gives the paper's counts.
 
-Images are FER2013's 48x48 grey faces; labels are FERPlus's crowd votes (10 per image) in the
-`FER2013{Train,Valid,Test}/label.csv` files of microsoft/FERPlus, reduced by FERPlus's
-"majority" rule (`majority_labels`). On the real vote files this keeps 25045 / 3191 / 3137
-images (train / validation / test), the counts the paper reports.
+    prepare_ferplus(raw_dir, output, layout="auto" | "png" | "csv")
 
-Two raw layouts give the same prepared set (`detect_layout`):
-
-- "png": what FERPlus's `generate_training_data.py` produces: `FER2013Train/`, `FER2013Valid/`,
-  `FER2013Test/`, each with its PNGs and `label.csv`.
-- "csv": FER2013's own `fer2013.csv` (emotion,pixels,Usage) plus FERPlus's `fer2013new.csv`
-  (whose "Image name" column names fer2013.csv's rows, by row order) plus the three
-  `label.csv` files: no PNG step.
-
-Duplicated names. Four names appear twice in fer2013new.csv (fer0006953, fer0008403,
-fer0011785 in Training; fer0033120 in PrivateTest). FERPlus's script writes one PNG per row in
-turn, so each such PNG holds the LATER row's pixels; the csv path here takes the later row as
-well, so both layouts agree byte for byte. The label always comes from label.csv, which lists
-each name once (for fer0033120 those are the earlier row's votes: the paper's counts include
-it). The names and the rows used are recorded in summary.json["source"]["duplicate_names"].
-
-Images are stored as uint8 (N, 48, 48, 1); the pipeline repeats grey to 3 channels after its
-resize (cheaper than storing 3 equal channels).
+Images are FER2013's 48x48 grey faces, stored as uint8 (N, 48, 48, 1); labels are FERPlus's
+10 crowd votes per image (`FER2013{Train,Valid,Test}/label.csv`) reduced by `majority_labels`:
+25045 / 3191 / 3137 images (train / validation / test) on the real files. Either raw layout
+(`detect_layout`: FERPlus's PNG folders, or fer2013.csv + fer2013new.csv) gives the same set.
+Why, and the four duplicated names: docs/DESIGN.md, "Prepared data".
 """
 from __future__ import annotations
 
@@ -230,7 +215,7 @@ def _read_csv_images(layout: Layout, wanted: Mapping[str, Sequence[str]], progre
             continue
         if name in row_of:
             seen_twice.setdefault(name, [row_of[name]]).append(row)
-        row_of[name] = row  # the later row wins, as in FERPlus's PNGs (module docstring)
+        row_of[name] = row  # the later row wins, as in FERPlus's PNGs (DESIGN.md, "Prepared data")
     needed: dict[int, tuple[str, int]] = {}
     for split, names in wanted.items():
         absent = [n for n in names if n not in row_of]

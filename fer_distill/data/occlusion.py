@@ -1,18 +1,11 @@
-"""The views of a face: which pixels a model is allowed to see.
+"""The views of a face: which pixels a model is allowed to see (paper, section III).
 
-The paper (section III) simulates a VR headset by blacking out the upper half of the face
-(`lower_half_visible`, every student's input) and studies the eyes-only setting by blacking out
-the lower half (`upper_half_visible`). Occluded pixels are set to 0 in pixel space, after the
-resize to the model's input size and before the model's own mean subtraction, so a black region
-is exactly what the network would see through a real headset photographed on black.
-
-`occlude` is one function for NumPy arrays and TensorFlow tensors (eager, inside `tf.function`
-and inside `tf.data` maps), so the evaluation code, the tf.data pipeline and the tests all use
-the same definition of a view.
-
-Beyond the paper, any binary `Mask` is a view too (True = visible): from an array, from an image
-file (black = hidden), or a named shape (`MASK_SHAPES`, e.g. `"headset"`, a goggle silhouette
-that hides brows, eyes and the bridge of the nose but leaves the cheeks below it).
+`occlude(images, view)` zeroes the hidden pixels of `(N, H, W, C)` images in pixel space, on
+NumPy arrays or tf tensors (eager, `tf.function`, `tf.data`). A view is one of `VIEWS`
+("full", "lower_half_visible": every student's input, "upper_half_visible": the eyes
+baseline) or a binary `Mask` (True = visible) from an array, an image file or a named shape
+(`MASK_SHAPES`); `resolve_view` and `view_name` read and name views.
+Why: docs/DESIGN.md, "Views".
 """
 from __future__ import annotations
 

@@ -1,21 +1,11 @@
 """The one tf.data pipeline every stage reads: paired views of the same image, per batch.
 
-`make_dataset` turns a prepared split (fer_distill.data.prepared) into batches of
-`{"full", "occluded", "label", "index"}` (docs/DESIGN.md, "Pipeline"). Design choices, and why:
+    make_dataset(prepared, split, batch_size=64, training=True, views=("full", "occluded"))
 
-- Order is decided by indices, not by shuffling a stream of images. Training epoch `e` uses
-  the permutation `epoch_permutation(n, seed, e)`, a pure function of (seed, e), cut into
-  `n // batch_size` full batches. A run resumed at `first_epoch=e` therefore sees exactly the
-  batches the uninterrupted run would have seen, with no iterator state to checkpoint.
-- Images stay uint8 at their stored size until a whole batch has been gathered; only then are
-  they resized (bilinear, half-pixel centres: `tf.image.resize`, what cv2.INTER_LINEAR does) to
-  `image_size` and converted to float32 0-255. A 48x48 FER+ set stays 66 MB in memory instead
-  of 14 GB of 224x224 floats.
-- Small sets (`IN_MEMORY_BYTES`) are gathered in-graph from a uint8 tensor; larger ones
-  (AffectNet's 13 GB) are gathered batch by batch from the read-only memmap, so they stream
-  from disk (the page cache keeps what fits).
-- "full" and "occluded" come from the same gathered batch: the occluded view is `occlude` applied
-  to the resized full view (after the resize, before the model's mean subtraction).
+turns a prepared split (fer_distill.data.prepared) into batches of
+`{"full", "occluded", "label", "index"}`; a training epoch `e` is the permutation
+`epoch_permutation(n, seed, e)`, so a resumed run sees the batches an uninterrupted one would.
+Contract and design choices: docs/DESIGN.md, "Pipeline".
 """
 from __future__ import annotations
 
@@ -130,7 +120,7 @@ def make_dataset(
     first_epoch: int = 0,
     indices=None,
 ) -> tf.data.Dataset:
-    """Batches of paired views of one prepared split (see the module docstring).
+    """Batches of paired views of one prepared split (docs/DESIGN.md, "Pipeline").
 
     Elements: "full" / "occluded" (only the keys in `views`): float32 (B, S, S, 3) in 0-255,
     grey sources repeated to 3 channels, "occluded" with the `occlusion` view applied;

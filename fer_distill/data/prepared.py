@@ -1,19 +1,12 @@
 """The prepared data set: decoded images stored once, read back as memory maps.
 
-Every training, evaluation and serving stage reads data through this one format, so no epoch
-ever re-decodes a JPEG or re-parses CSV text, and a 13 GB AffectNet split can be streamed from
-disk without being loaded. Layout (docs/DESIGN.md, "Prepared data"):
+    with PreparedWriter(out, dataset="ferplus", image_shape=(48, 48, 1)) as writer: ...
+    prepared = read_prepared(out); prepared.images("train"), prepared.labels("train")
 
-    DIR/summary.json          format tag, dataset, class names, image shape, per-split counts,
-                              free-form provenance under "source"
-    DIR/<split>/images.npy    uint8 (N, H, W, C)   (absent when the set is manifest-only)
-    DIR/<split>/labels.npy    int32 (N,)           indices into class_names
-    DIR/<split>/manifest.csv  "index,name,label[,extra...]": where each image came from
-
-A directory is written through `PreparedWriter`, which fills a hidden temporary sibling and
-renames it onto DIR only when every split and `summary.json` are complete
-(`fer_distill.atomic.atomic_path(..., directory=True)`): a crash, at any point, leaves either the
-previous complete DIR or none, never one that looks complete.
+Layout: DIR/summary.json, and per split DIR/<split>/{images.npy, labels.npy, manifest.csv}
+(images.npy absent when the set is manifest-only). A directory appears only complete
+(`fer_distill.atomic.atomic_path(..., directory=True)`).
+Format and why: docs/DESIGN.md, "Prepared data".
 """
 from __future__ import annotations
 
@@ -68,14 +61,9 @@ class PreparedWriter:
             writer.source["layout"] = "csv"
         # here DIR is complete (or, after an exception, untouched)
 
-    `new_images` hands out an `np.lib.format.open_memmap` inside the temporary directory so a
-    large split is decoded straight to disk and never held in RAM; small splits may pass an
-    in-memory array to `add_split(images=...)` instead. On leaving the block without an
-    exception, all three splits must have been added; `summary.json` is written last and the
-    temporary directory is renamed onto `output`.
-
-    Replacing an existing DIR is allowed only when it is itself a prepared data set (or empty):
-    a typo in `--output` must never wipe an unrelated directory.
+    Small splits may pass an in-memory array to `add_split(images=...)` instead. All three splits
+    must be added; `summary.json` is written last. An existing `output` is replaced only when it is
+    a prepared data set or empty (docs/DESIGN.md, "Prepared data").
     """
 
     def __init__(
@@ -265,7 +253,7 @@ class PreparedWriter:
 
 @dataclass
 class Prepared:
-    """A prepared data set on disk (see the module docstring); returned by `read_prepared`."""
+    """A prepared data set on disk (docs/DESIGN.md, "Prepared data"); from `read_prepared`."""
 
     path: Path
     summary: dict[str, Any]

@@ -1,29 +1,13 @@
 """Late fusion of the two distilled students (paper section IV-C; NOTES §1).
 
-The embeddings of the standard-KD student and of the triplet student on the same occluded
-face are concatenated, [E_KD ; E_triplet], and a linear SVM with C = 1 from scikit-learn
-classifies the result. The paper says "a linear Support Vector Machines (SVM) model", "C = 1"
-and "the SVM implementation from Scikit-learn", and nothing else. `LinearSVC` is our choice
-among scikit-learn's linear SVMs (liblinear scales to FER+'s 25k x 8192 features), and every
-other setting is scikit-learn's default (one-vs-rest, squared hinge,
-L2 penalty, fitted intercept) except two, chosen and said here:
+    svm = FusionSVM(C=1.0).fit(emb_kd, emb_triplet, labels); svm.predict(emb_kd, emb_triplet)
+    svm.save(directory); FusionSVM.load(directory)
 
-- `max_iter` is 10,000 instead of 1,000: on raw 8192-d relu7 features liblinear often needs
-  more than 1,000 iterations, and an unconverged SVM is a different model from the paper's.
-  If it still does not converge, `fit` says so (a warning naming the fix, `converged_` False,
-  recorded in the saved file) instead of leaving scikit-learn's warning to scroll past.
-- `dual="auto"`: scikit-learn picks the primal problem when there are more samples than
-  features (FER+: 25,045 × 8,192), where it converges fast. Both solve the same problem, so the
-  solution does not depend on this choice once converged.
-
-The paper does not say that features were scaled, so the default is the raw embeddings;
-`standardize=True` centres and scales each feature with the training set's mean and standard
-deviation (kept with the model and folded into `linear_map`).
-
-Decisions are computed here with NumPy from the stored coefficients (the same arithmetic as
-scikit-learn's `decision_function`), so a saved and reloaded model gives bit-identical
-decisions, and the file holds only arrays and JSON: no pickle to break across scikit-learn
-versions.
+The KD student's and the triplet student's embeddings of the same occluded face are
+concatenated, [E_KD ; E_triplet], and classified by scikit-learn's `LinearSVC` with C = 1
+(max_iter 10,000, dual="auto"; `standardize=True` scales the features). Decisions are
+computed with NumPy from the stored arrays (fusion_svm.json + .npz, no pickle).
+Why these settings: docs/DESIGN.md, "Distillation".
 """
 from __future__ import annotations
 

@@ -1,19 +1,13 @@
-"""A FitNets hint restricted to what the student can see (Romero, Ballas, Kahou, Chassang,
-Gatta, Bengio, "FitNets: Hints for Thin Deep Nets", ICLR 2015, eq. 3), beyond the paper.
-
-FitNets trains a student's "guided" layer, through a regressor r, to predict the teacher's
-"hint" layer: L_HT = ½·||u_h(x) − r(v_g(x))||². Here teacher and student see different views of
-the same image (the teacher the full face, the student its occluded view), so at positions the
-student cannot see, the teacher's features are about pixels the student has no access to;
-asking the student to produce them there is asking it to hallucinate. The hint is therefore
-averaged over the VISIBLE positions of the feature map only:
+"""A FitNets hint restricted to what the student can see (Romero et al., "FitNets", ICLR 2015,
+eq. 3), beyond the paper.
 
     L_hint = 1/(B·|V|·C) · Σ_b Σ_{p ∈ V} Σ_c (r(F_S)_{b,p,c} − F_T_{b,p,c})²
 
-with F_S, F_T the student's and the teacher's maps at the hint layer (same spatial size), r a
-1x1 convolution, and V the positions whose cell of the input is at least half visible in the
-student's view (`visible_positions`; our choice). A mean, not FitNets' ½·sum: the weight λ then
-does not change with the map's size. The teacher's side is a constant (`tf.stop_gradient`).
+with F_S, F_T the student's and the teacher's maps at the hint layer (`HINT_LAYERS`, same
+spatial size), r a 1x1 convolution, and V the positions whose cell of the input is at least
+half visible in the student's view (`visible_positions(view, S, h, w)`). Call
+`masked_hint_loss(r(F_S), F_T, visible)`; the teacher's side is a constant.
+Why masked, and why a mean: docs/DESIGN.md, "Distillation".
 """
 from __future__ import annotations
 

@@ -3,20 +3,13 @@ Not in the paper.
 
 `HintModel` wraps the student; `fit` trains the student and a 1x1-conv regressor r with
 
-    L(θ_S, r) = CE(y, N_S) + λ·L_hint,
-    L_hint = 1/(B·|V|·C) · Σ_b Σ_{p ∈ V} Σ_c (r(F_S(x'_b))_{p,c} − F_T(x_b)_{p,c})²
+    L(θ_S, r) = CE(y, N_S) + λ·L_hint(r(F_S(x')), F_T(x))
 
-(Romero et al., "FitNets", ICLR 2015, eq. 3, restricted to the visible positions V), where
-F_S(x') is the student's map at the hint layer on the OCCLUDED view and F_T(x) the frozen
-teacher's map at the same layer on the FULL view of the same image. The inputs are dicts
-{"image": occluded (B, S, S, 3), "full": full view (B, S, S, 3)}: the teacher runs in the step
-(a cache of conv maps would be GBs for VGG: VGG-face's relu5_3 is 100,352 floats an image).
-
-The regressor starts as the identity when the two maps have as many channels (the teacher and
-the student are fine-tuned from one pretrained network, so their channels start aligned; our
-choice), FitNets' random initialisation otherwise. It is a weight of this model, not of the
-student: the saved student is a plain classifier. Only `compute_loss` is overridden; `call`
-keeps the forward pass's hint map for it. Logged terms: `hint_ce` and `hint` (λ·L_hint).
+where F_S(x') is the student's map at the hint layer on the OCCLUDED view and F_T(x) the
+frozen teacher's map on the FULL view of the same image. Inputs: {"image": occluded
+(B, S, S, 3), "full": full view (B, S, S, 3)}; the teacher runs in the step. r is a weight of
+this model, not of the student. Logged terms: `hint_ce` and `hint` (λ·L_hint).
+Why (live teacher, r's initialisation): docs/DESIGN.md, "Distillation".
 """
 from __future__ import annotations
 

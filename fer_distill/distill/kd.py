@@ -3,19 +3,10 @@
     L_KD'(θ_S) = (1 − λ)·CE(y, softmax(A_S)) + λ·CE(softmax(A_T/τ), softmax(A_S/τ))
 
 with A_S, A_T the student's and teacher's pre-softmax activations (fc8), λ = 0.7 and τ = 20
-(paper section III-A; NOTES §1). The soft term is a cross-entropy against the teacher's softened
-probabilities, exactly as the paper writes it, not a KL divergence: the two differ by the
-teacher's entropy, a constant for the student, so the gradients are the same but the reported
-loss values are not; we report what the paper optimises.
-
-The paper's equation has no τ² factor. Hinton et al. multiply the soft term by τ² so that its
-gradient keeps the same scale as the hard term's when τ changes (the soft gradients shrink as
-1/τ²); with τ = 20 that is a factor of 400 on the soft term. It is offered as
-`temperature_squared=True` and is off by default, to follow the paper.
-
-Everything is computed in float32 from log-softmax, whatever the logits' dtype: under a
-mixed-precision policy fc8 may emit float16, where softmax(A/τ) and log(·) lose the small
-probabilities that distillation is about.
+(paper section III-A; NOTES §1). `kd_loss(labels, student_logits, teacher_logits, lam=,
+temperature=)`; float32 whatever the logits' dtype; `temperature_squared=True` adds Hinton's
+τ² factor, which eq. 1 does not have.
+Why a cross-entropy, not a KL, and why no τ²: docs/DESIGN.md, "Distillation".
 """
 from __future__ import annotations
 
@@ -40,9 +31,8 @@ def kd_loss(
       labels: integer class indices, shape (B,) (or (B, 1), as Keras sometimes hands them).
       student_logits: A_S, shape (B, K), any float dtype.
       teacher_logits: A_T, shape (B, K), any float dtype. Treated as a constant
-        (`tf.stop_gradient`): only the student learns. The paper minimises eq. 1 over θ_S
-        and says of its triplet stage that "only the weights θ_S of the student model are
-        updated"; a frozen teacher in KD is our reading of the same setting.
+        (`tf.stop_gradient`): only the student learns (our reading of the paper; docs/DESIGN.md,
+        "Distillation").
       lam: λ, the weight of the soft term, in [0, 1] (no default here: the one default of
         every hyper-parameter is TrainConfig's, fer_distill/train/config.py).
       temperature: τ > 0 (the paper uses τ = 20; τ > 1 softens).
@@ -68,7 +58,7 @@ def kd_loss(
     if reduction not in REDUCTIONS:
         raise ValueError(f"kd_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
-    # why float32: see the module docstring (mixed precision).
+    # why float32: mixed precision (docs/DESIGN.md, "Distillation").
     student_logits = tf.cast(student_logits, tf.float32)
     teacher_logits = tf.stop_gradient(tf.cast(teacher_logits, tf.float32))
     labels = tf.convert_to_tensor(labels)

@@ -5,25 +5,13 @@
     L_KD'(θ_S) = (1 − λ)·CE(y, softmax(A_S)) + λ·CE(softmax(A_T/τ), softmax(A_S/τ))   (eq. 1)
 
 where A_S is the student's fc8 on the LOWER-HALF view of an image and A_T the teacher's fc8 on
-the FULL view of the SAME image. Keras' `Distiller` cannot do this (it feeds both networks one
-input), so the model takes a dict per batch:
+the FULL view of the SAME image. Input, a dict per batch:
 
     {"image": occluded view (B, S, S, 3), "index": row of the image in its split (B,),
      "full": full view (B, S, S, 3), only in live mode}
 
-Only `compute_loss` is overridden: Keras' own `train_step` then runs the step, so XLA
-(`jit_compile`), metrics, mixed-precision loss scaling and `tf.distribute` work as for any
-Keras model. The loss is the per-replica batch mean divided by the number of replicas, the
-convention of Keras' own losses: gradients are summed over replicas, so the step follows the
-mean over the global batch.
-
-Why the teacher's logits come from a table. The teacher is frozen and its input (the full
-view, without augmentation) is deterministic, so A_T of every training image is the same in
-every epoch: it is computed once (`fer_distill.train` caches it in the run directory) and a KD
-step gathers it by the batch's `"index"`, costing a KD epoch what a plain fine-tuning epoch
-costs. The live mode (no table) runs the teacher in the step instead, for users who add input
-augmentation. The teacher is set non-trainable, so it is never in `trainable_weights`
-(`tests/distill/test_kd_model.py` checks its weights are bit-identical after `fit`).
+A_T comes from a cached table gathered by "index", or from the live teacher; only
+`compute_loss` is overridden. Why: docs/DESIGN.md, "Distillation".
 """
 from __future__ import annotations
 

@@ -1,30 +1,16 @@
 """Hard triplet mining for the triplet-loss distillation (paper section III-B; NOTES §1).
 
-For each anchor (the student's embedding of an occluded image of class k) the positive is the
-pool image of class k whose TEACHER embedding (full view) is FARTHEST from the anchor, and the
-negative is the pool image of another class whose STUDENT embedding (occluded view) is CLOSEST
-to it. The pools are a random tenth of the training set, drawn once per epoch (that draw, and
-when the student embeddings of the pool are refreshed, belong to the trainer).
+For each anchor (the student's embedding of an occluded image of class k), the positive is the
+pool image of class k whose TEACHER embedding (full view) is FARTHEST from it, and the
+negative the pool image of another class whose STUDENT embedding (occluded view) is CLOSEST.
 
-How it is fast. At FER+ scale (25,045 anchors × 2,505 pool images × 4096-d) the job is
-matrix products; everything else is O(N·M), 4096× less. So distances come from one matmul per
-chunk of anchors, d²(a, b) = ‖a‖² − 2a·b + ‖b‖², and anchors are processed `chunk_size` rows at
-a time, so memory stays at a few chunk × pool float32 blocks whatever the number of anchors;
-there is never a Python loop per anchor. Each chunk is multiplied with both whole pools, and
-the class masks, the masked arg-max/arg-min and the "no candidate" test are fused elementwise
-passes over the chunk × pool block: static shapes in a `tf.while_loop`, what XLA needs, eager
-or inside `tf.function`. (An eager per-class variant that multiplies each anchor with its
-candidates only, half the multiply-adds, lives beside the benchmark that compares the two:
-experiments/mining_by_class.py.)
+    positive_index, negative_index = mine_triplets(anchor_emb, anchor_labels,
+        positive_pool_emb, positive_pool_labels, negative_pool_emb, negative_pool_labels)
 
-Two details that do not change which index wins:
-- the search ranks ‖b‖² − 2a·b, i.e. d² without the anchor's own ‖a‖² (a constant within an
-  anchor's row, so argmax/argmin are unchanged) and without the square root (monotone). That
-  saves a pass and one rounding; `pairwise_squared_distances` gives the full d².
-- ties: the LOWEST pool index among the equally far (or equally close) candidates wins, made
-  explicit here because `tf.argmax` does not promise any tie order.
-An anchor with no candidate (no pool positive of its class; no pool negative of another class)
-gets index -1 for that search.
+`TripletMiner` holds an epoch's pools and runs the search inside a train step. Chunked
+matrix distances, no per-anchor loop; -1 where an anchor has no candidate; ties go to the
+lowest pool index.
+How it is fast: docs/DESIGN.md, "Distillation".
 """
 from __future__ import annotations
 

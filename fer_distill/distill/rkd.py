@@ -1,6 +1,5 @@
-"""Relational knowledge distillation (RKD; Park, Kim, Lu, Cho, "Relational Knowledge
-Distillation", CVPR 2019): the student copies the STRUCTURE of the teacher's embedding of a
-batch - its distances and angles - not the single outputs.
+"""Relational knowledge distillation (RKD; Park et al., CVPR 2019): the student copies the
+distances and angles of the teacher's embedding of a batch. `rkd_loss(s, t)`, `rkd_terms(s, t)`.
 
 With t_i the teacher's embedding of image i (its full view) and s_i the student's (its own,
 occluded, view of the same image), in one batch of B images:
@@ -10,19 +9,9 @@ occluded, view of the same image), in one batch of B images:
     L_dist  = mean over ordered pairs i ≠ j         of  l_δ(ψ_D(s_i, s_j) − ψ_D(t_i, t_j))
     L_angle = mean over ordered triples i, j, k distinct of l_δ(ψ_A(s_·) − ψ_A(t_·))
     l_δ(x)  = x²/2 if |x| ≤ 1 else |x| − 1/2         (Huber, δ = 1, the paper's eq. 5)
-    L_RKD   = w_d·L_dist + w_a·L_angle
+    L_RKD   = w_d·L_dist + w_a·L_angle,   w_d = 25, w_a = 50
 
-w_d = 25 and w_a = 50 are the weights of the paper's image-classification experiments (section
-4.2, RKD with cross-entropy; its metric-learning section uses 1 and 2), also the defaults of
-RepDistiller's RKD loss. The paper writes sums over the pairs and triples; its code (and ours)
-takes means, ours over distinct pairs/triples only (the code's B² and B³ include the trivial
-i = j entries, a factor (B−1)/B and (B−1)(B−2)/B² smaller: 0.97 and 0.91 at B = 32).
-
-How it is computed: distances and cosines from the Gram matrix of the batch-centred embeddings
-(translation changes neither), so memory is O(B³) for the angles and never O(B²·D) (VGG's
-relu7 is 4096-d); square roots are taken of max(d², ε) with the diagonal masked, the NaN-free
-gradient guard of a pairwise distance. The teacher's side is a constant (`tf.stop_gradient`).
-Everything is float32.
+Why these weights, means and the Gram matrix: docs/DESIGN.md, "Distillation".
 """
 from __future__ import annotations
 

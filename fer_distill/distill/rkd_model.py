@@ -6,16 +6,10 @@
     L(θ_S) = CE(y, N_S) + λ·(w_d·L_dist(S, T) + w_a·L_angle(S, T))
 
 where S are the student's embeddings E_S (relu7; ResNet-50's pool5) of the batch's OCCLUDED
-views and T the frozen teacher's embeddings E_T of the FULL views of the same images. Inputs
-are dicts as for `KDModel`: {"image": occluded (B, S, S, 3), "index": rows (B,), "full": full
-view, only in live mode}. The teacher's embeddings come from a table gathered by "index" (the
-teacher cache, `fer_distill.train.teacher_cache`, computed once) or from the live teacher.
-
-Only `compute_loss` is overridden (Keras' own step: XLA, metrics, loss scaling and
-`tf.distribute` as for any model). `call` returns the student's logits, which Keras' metrics
-read, and keeps the same forward pass's embeddings for `compute_loss` (one student pass a step).
-The loss terms are logged as `rkd_ce`, `rkd_dist` and `rkd_angle` (the last two weighted,
-λ·w_d·L_dist and λ·w_a·L_angle).
+views and T the frozen teacher's embeddings E_T of the FULL views of the same images, from a
+table gathered by "index" (`fer_distill.train.teacher_cache`) or from the live teacher. Inputs
+as for `KDModel`. Logged: `rkd_ce`, `rkd_dist`, `rkd_angle` (λ·w_d·L_dist, λ·w_a·L_angle).
+Why: docs/DESIGN.md, "Distillation".
 """
 from __future__ import annotations
 

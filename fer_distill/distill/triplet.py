@@ -2,14 +2,11 @@
 
     L_triplet(θ_S) = Σ_i [Δ(E_S(a'_i), E_T(p_i)) − Δ(E_S(a'_i), E_S(n'_i)) + α]_+
 
-with Δ the Euclidean distance (not its square), α = 0.1, E the relu7 embedding, the anchor a'
-and the negative n' occluded images seen by the student, the positive p a full image seen by the
-teacher (paper section III-B; NOTES §1). The paper sums over the examples; `reduction="mean"`
-is offered for trainers that prefer a batch-size-independent scale.
-
-No `stop_gradient` happens here: the trainer decides what is a constant. In the paper's
-setting the positive comes from the frozen teacher (a cached array, so no gradient exists), and
-gradients flow through BOTH student embeddings, anchor and negative.
+with Δ the Euclidean distance, α = 0.1, E the relu7 embedding, the anchor a' and the negative
+n' occluded images seen by the student, the positive p a full image seen by the teacher
+(paper section III-B; NOTES §1). `triplet_loss(anchor, positive, negative, margin=,
+reduction="sum" | "mean" | "none", mask=None)`; no `stop_gradient` here (the trainer's call).
+Why: docs/DESIGN.md, "Distillation".
 """
 from __future__ import annotations
 

@@ -1,32 +1,15 @@
 """Evaluate any trained model on any view of a prepared split, and keep every per-image answer.
 
-Table I reports plain accuracy, but three more things are needed to trust and use it: the
-per-class accuracy and confusion matrix (where an occluded-face model fails), the teachers on
-all three views (Table I's ○, ◐ and ◑ rows of the same teacher), and each image's prediction
-saved on disk, so that McNemar's paired test (`fer_distill.evaluation.mcnemar`) and the report
-never re-run a network and never pair the wrong images.
+    evaluate(EvaluateConfig(model=RUN_OR_FILE, views=..., split="test"))
 
-What can be evaluated (`open_model`):
-- a run directory of `fer_distill.train` (docs/DESIGN.md, "Training"): `RUN/model.keras`, or for
-  a `fuse` run `RUN/fusion/` plus the two students named in its config.json; the stage, arch,
-  data set, data directory and trained view come from `RUN/config.json`. A run without
-  `metrics.json` has not finished and is refused (its model may be a half-trained one);
-- a bare `.keras` or MatConvNet `.mat` file: then the data and the view must be given.
-
-What one evaluation writes, into the run directory or an `output` directory, each file
-atomically and the results JSON last (its presence means the evaluation of that split and view
-is complete, as `metrics.json` does for a run):
+`open_model` takes a finished run directory (a `fuse` run included) or a bare `.keras` / `.mat`
+file (then data and view must be given). Writes, atomically and the results JSON last:
 
     OUT/predictions/<split>_<view>.npz            index, label, pred, probs (+ scores: fusion)
-    OUT/evaluation/<split>_<view>_confusion.csv   rows = true class, columns = predicted
-    OUT/evaluation/<split>_<view>_confusion.png
-    OUT/evaluation/<split>_<view>.json            accuracy, per-class accuracy, confusion
-                                                  matrix, counts, the model and data evaluated,
-                                                  provenance (command line, flagfile)
+    OUT/evaluation/<split>_<view>_confusion.csv   rows = true class, columns = predicted (+ .png)
+    OUT/evaluation/<split>_<view>.json            accuracy, per-class accuracy, confusion, ...
 
-Training already saves `predictions/<split>_<view>.npz` for its own view; an evaluation reuses
-such a file (when it covers exactly the split's images with the split's labels and is newer
-than the model) instead of running the network again, unless told not to.
+Saved predictions that fit are reused. Why: docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 

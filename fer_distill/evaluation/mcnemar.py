@@ -1,25 +1,13 @@
 """McNemar's paired test between two classifiers on the same test images (paper, Table I's †).
 
-The paper marks a distilled student with † when a paired McNemar test against the student
-baseline [1] of the same architecture and data set gives p < 0.05, without saying which variant
-(NOTES §1). We use statsmodels' implementation: the exact binomial test by default (valid for any
-number of discordant pairs), the chi-square statistic with continuity correction as an option;
-the result always says which was used.
-
-Only the discordant pairs matter. With model A the baseline and model B the challenger:
+`mcnemar_test(labels, predictions_a, predictions_b, exact=True)` with A the baseline and B the
+challenger; only the discordant pairs matter:
     b = images A classifies correctly and B does not,
     c = images B classifies correctly and A does not.
 Exact:       p = min(1, 2·BinomCDF(min(b, c); b + c, ½)),  statistic = min(b, c).
 Chi-square:  statistic = (|b − c| − 1)² / (b + c), p = P(χ²₁ ≥ statistic).
-
-Worked example (checked in tests): b = 1, c = 9, so n = 10.
-  Exact: P(X ≤ 1) = (C(10,0) + C(10,1)) / 2¹⁰ = 11/1024, p = 22/1024 = 0.021484375 < 0.05.
-  Chi-square: (|1 − 9| − 1)² / 10 = 49/10 = 4.9, p = erfc(√(4.9/2)) ≈ 0.026857 < 0.05.
-With no discordant pair (b = c = 0) there is no evidence either way: p = 1, statistic 0 (the
-chi-square formula would divide by zero; we answer that case directly).
-
-The test is two-sided. A † means B is significantly BETTER, so it needs both `significant`
-and `b_better` (c > b): see `McNemarResult.b_significantly_better`.
+No discordant pair (b = c = 0): p = 1, statistic 0. Two-sided; a † is
+`McNemarResult.b_significantly_better`. Why: docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 
@@ -85,6 +73,10 @@ def mcnemar_test(
       labels_b, index_a, index_b: optional, to prove the pairing: B's own copy of the labels
         and both models' image indices (e.g. the `index` arrays of the saved predictions);
         any difference is an error, because an unpaired McNemar test means nothing.
+
+    Worked example (checked in tests): b = 1, c = 9, so n = 10.
+      Exact: P(X ≤ 1) = (C(10,0) + C(10,1)) / 2¹⁰ = 11/1024, p = 22/1024 = 0.021484375 < 0.05.
+      Chi-square: (|1 − 9| − 1)² / 10 = 49/10 = 4.9, p = erfc(√(4.9/2)) ≈ 0.026857 < 0.05.
     """
     # why here: statsmodels takes seconds to import and only this test needs it
     from statsmodels.stats.contingency_tables import mcnemar  # why here: see above
@@ -128,7 +120,7 @@ def mcnemar_test(
     b, c = int(table[0, 1]), int(table[1, 0])
     method = EXACT if exact else CHI2
     if b + c == 0:
-        statistic, pvalue = 0.0, 1.0  # no discordant pair: no evidence (see module docstring)
+        statistic, pvalue = 0.0, 1.0  # no discordant pair: no evidence (DESIGN.md, "Evaluation")
     else:
         result = mcnemar(table, exact=bool(exact), correction=True)
         statistic, pvalue = float(result.statistic), float(result.pvalue)

@@ -1,21 +1,12 @@
 """The paper's Table I as data: `paper_table.json`, and a loader that refuses a broken copy.
 
-The report puts our accuracy beside the paper's for every row, in the paper's order, so the
-paper's numbers live in one versioned file rather than in code. Every row the package can
-reproduce has a stable key built from what a run records about itself:
+    table = load_paper_table(); table.accuracy(dataset, arch, stage, view)
 
-    row key   = "{arch}/{stage}/{view}"       e.g. "vgg_face/triplet/lower_half_visible"
-    cell key  = "{dataset}/{row key}"         e.g. "ferplus/vgg_face/triplet/lower_half_visible"
-
-with arch in `ARCHS`, stage in `STAGES` (the trainer's stage names), view the EVALUATED view
-(the teachers appear three times, once per view). Rows from the literature have keys
-"literature/<name>" and no arch or stage. `PaperTable.find(arch, stage, view)` and
-`PaperTable.accuracy(dataset, arch, stage, view)` map a run to its row and the paper's number.
-
-Transcribed from NOTES §1 and checked against the paper's text (tests compare the two). The
-paper's extracted table prints ◐ on the [2] rows; the text says that baseline (Hickson et al.)
-sees the eyes region, so those rows are the `eyes` stage evaluated on upper_half_visible (◑),
-and each says so in its `note`.
+Row key "{arch}/{stage}/{view}" (e.g. "vgg_face/triplet/lower_half_visible"; arch in `ARCHS`,
+stage in `STAGES`, view the EVALUATED view), cell key "{dataset}/{row key}"; literature rows
+are "literature/<name>". `PaperTable.find(arch, stage, view)` maps a run to its row.
+Transcribed from NOTES §1, checked against the paper's text; the [2] rows are the `eyes` stage
+on upper_half_visible. Why: docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 

@@ -1,36 +1,13 @@
 """Table I from our own runs, beside the paper's: Markdown, CSV and JSON.
 
-`build_report(ReportConfig(runs=WORKDIR))` walks a tree of run directories and evaluation
-outputs and fills the paper's Table I (`paper_table.json`): the paper's rows in the paper's
-order, for each data set the paper's accuracy, ours and the difference (ours − paper), the
-paper's † and our own †, and for every cell the run directory and the flagfile that produced
-it. Where a number comes from:
+    report, markdown = make_report(ReportConfig(runs=WORKDIR))
 
-- a finished run (`RUN/metrics.json`, docs/DESIGN.md "Training") gives its own view on the
-  test split (`metrics.json["test"]`, predictions in `RUN/predictions/test_<view>.npz`);
-- an evaluation (`OUT/evaluation/test_<view>.json`, `fer_distill.evaluation.evaluate`) gives
-  any view, notably the teachers on ◐ and ◑; it wins over metrics.json for the same run and
-  view (the same predictions, plus the evaluation's own flagfile);
-- a run directory without metrics.json is "incomplete" and never used; a finished run without
-  a result for a row's view (a teacher not yet evaluated on ◐) is "not evaluated"; a row
-  nobody ran is "not run". When two finished runs claim one cell, the newest wins and the
-  report lists the other under warnings.
-
-† is ours, not copied: for each distilled row (kd, triplet, fuse) McNemar's paired test
-(`fer_distill.evaluation.mcnemar`, statsmodels; exact binomial by default, chi-square with
-continuity correction on request; the report names the one used) between the row's saved test
-predictions and those of the student baseline [1] of the same architecture and data set,
-checking that both cover the same images with the same labels. † means p < alpha AND the
-distilled student is right on more of the discordant images.
-
-Runs on data sets or networks the paper does not have (the synthetic demo set, the `mini`
-network) get a table of their own with the same rows, where the paper column shows a stand-in
-for orientation only (demo → FER+, the look-alike it imitates; mini → VGG-f, whose shape it
-copies); the report then says at the top, in plain words, that those numbers are not
-comparable with the paper's. The paper's own table is shown whenever a run of a paper data set
-and network exists, or when nothing else does. Runs of our occlusion scenarios (a view other
-than the paper's, `fer_distill.scenarios`) get tables of their own, marked as ours
-(`fer_distill.evaluation.scenario_table`).
+`build_report` walks a tree of run directories and evaluation outputs and fills the paper's
+Table I (`paper_table.json`): per data set the paper's accuracy, ours, the difference, the
+paper's † and our own † (McNemar against the student baseline [1], `evaluation.mcnemar`), and
+each cell's run directory and flagfile; `render_markdown` and `write_report` give the files.
+Runs the paper does not have (demo, `mini`, our scenarios) get tables of their own.
+Where each number comes from, and why: docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 

@@ -1,24 +1,14 @@
 """Grad-CAM explanations (Selvaraju et al., ICCV 2017) and the paper's Figure 3.
 
 For a class c and the last convolutional feature map A (K channels, after its ReLU: for VGG-f
-`relu5`, for VGG-face `relu5_3`, for `mini` `relu2`):
+`relu5`, for VGG-face `relu5_3`, for `mini` `relu2`; `target_layer`):
 
     alpha_k^c = mean over (i, j) of d y^c / d A_k[i, j]        (Grad-CAM eq. 1)
     L^c       = ReLU( sum_k alpha_k^c A_k )                      (Grad-CAM eq. 2)
 
-where y^c is the class score before the softmax (the fc8 logit). L^c is upsampled bilinearly to
-the input size and divided by its maximum, so the heat map lies in [0, 1], 1 at its peak, and
-0 stays "no evidence" (a map with no positive evidence at all is all zeros, not noise stretched
-to [0, 1]). The gradient is taken on the image the network actually sees: its view
-(lower-half-visible for the students), resized like the training pipeline.
-
-The fused model (the paper's best, which its Figure 3 explains) decides with a linear SVM on
-[E_KD ; E_triplet]. Its Grad-CAM is Grad-CAM of the SVM's decision value for c with respect to
-the channel-wise concatenation of the two students' last feature maps (both students share the
-architecture, so the maps have one size): the channel weights come from the gradient of the
-fused decision through each student, and the map is ReLU(sum over both students' channels),
-which is the sum of the two students' weighted maps before the ReLU. So a student weighs in by
-how much it moves the fused decision, not by an arbitrary half each.
+with y^c the fc8 logit, on the image in the network's own view. `gradcam(model, inputs)`;
+`fused_gradcam` for the fused SVM; `explain`, `figure` for Figure 3. Heat maps are in [0, 1].
+Why (scaling, the fused model's map): docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 
@@ -142,9 +132,10 @@ def gradcam(model: keras.Model, inputs, class_index=None, layer: str | None = No
 
 def fused_gradcam(kd_model: keras.Model, triplet_model: keras.Model, weights, bias, inputs,
                   class_index=None, layers: Sequence[str | None] = (None, None)) -> GradCAM:
-    """Grad-CAM of the fused SVM's decision (see the module docstring). `weights`, `bias`: the
-    SVM's linear map (decision = [E_KD ; E_triplet] @ weights + bias, `FusionSVM.linear_map`).
-    `inputs`: one float32 batch both students see, or a pair (one per student)."""
+    """Grad-CAM of the fused SVM's decision (docs/DESIGN.md, "Evaluation, report, serving").
+    `weights`, `bias`: the SVM's linear map (decision = [E_KD ; E_triplet] @ weights + bias,
+    `FusionSVM.linear_map`). `inputs`: one float32 batch both students see, or a pair (one per
+    student)."""
     models = (kd_model, triplet_model)
     if not isinstance(inputs, (tuple, list)):
         inputs = (inputs, inputs)

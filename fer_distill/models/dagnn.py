@@ -1,34 +1,12 @@
 """MatConvNet DagNN networks (a graph of named layers) built into Keras Functional models.
 
-A DagNN file is what `dagnn.DagNN.saveobj` writes (MatConvNet's `matlab/+dagnn/@DagNN/
-saveobj.m`): `layers`, a struct array with `name`, `type` ('dagnn.Conv', 'dagnn.BatchNorm',
-...), `inputs` / `outputs` (cells of variable names), `params` (a cell of parameter names) and
-`block` (the layer object's properties); `params`, a struct array with `name` and `value`;
-`vars`; `meta` with `normalization` and `classes`. The model zoo's
-`imagenet-resnet-50-dag.mat` stores these as top-level variables; `cnn_train_dag` checkpoints
-keep them in a struct `net`. `matconvnet.read_matconvnet` reads the file and hands DagNN
-networks to `interpret` here.
-
-One description serves the builders (`resnet50` declares its layers the way the file lists
-them) and the converter: a layer is a dict `{"name", "type", "inputs", "outputs", "params",
-"block"}` with `type` MatConvNet's class name and `block` its options, normalised
-(`normalise_block`). `build_dag` turns such a list into Keras, layer names kept:
-
-- dagnn.Conv → `MatConvNetConv2D` (per-side zero padding, `hasBias`); a conv on a vector, or
-  one whose filter covers the whole map, is a `Dense` (after a `Flatten` for the latter), as in
-  `simplenn`;
-- dagnn.BatchNorm → `BatchNormalization` in test mode: MatConvNet stores moments
-  [mu, sigma] with sigma = sqrt(var + epsilon) already (`vl_nnbnorm` uses it as given), so the
-  Keras variance is sigma^2 - epsilon and Keras recomputes the same sigma;
-- dagnn.Pooling → `MatConvNetPooling2D` (-inf padding for max, in-image counts for avg); a
-  pooling window that covers the whole unpadded map is a global pooling, which outputs the
-  (None, C) vector the package uses as an embedding;
-- dagnn.ReLU → `ReLU` (leak); dagnn.Sum → `Add`; dagnn.DropOut → `Dropout`;
-  dagnn.LRN → `MatConvNetLRN`;
-- dagnn.SoftMax and the loss layers are dropped: the model outputs logits.
-
-Errors name the file (when there is one), the layer (1-based index as in MATLAB, and name)
-and what was expected.
+A layer is a dict `{"name", "type", "inputs", "outputs", "params", "block"}` with `type`
+MatConvNet's class name ('dagnn.Conv', 'dagnn.BatchNorm', ...) and `block` its options
+(`normalise_block`); `conv`, `bnorm`, `relu`, `pool`, `add` write such dicts for the builders,
+`interpret` reads them from a `saveobj` struct (via `matconvnet.read_matconvnet`), and
+`build_dag` turns a list into Keras, layer names kept, loss layers dropped. Errors (`DagError`)
+name the file, the layer (1-based index and name) and what was expected.
+File format and layer mapping: docs/DESIGN.md, "Models".
 """
 from __future__ import annotations
 

@@ -1,26 +1,11 @@
 """Keras' own ImageNet ResNet50 weights (`keras.applications.ResNet50`) in this package's
 `resnet50`.
 
-`load_keras_resnet50(path)` reads a weights file of `keras.applications.ResNet50` - the
-`.h5` that `ResNet50(weights="imagenet")` downloads (with or without the top), or any
-`.weights.h5`/`.h5` saved from that model - with Keras' own loader, and moves every weight
-into `resnet50(pool1_pad=KERAS_POOL1_PAD)` through an explicit name table
-(`keras_name_map`). Nothing is downloaded. The result computes what Keras' model computes:
-
-- Keras feeds BGR images minus the mean (`preprocess_input`, "caffe" mode); this model takes
-  RGB 0-255 minus `averageImage`, so the mean is stored in RGB order and conv1's input
-  channels are reversed;
-- Keras' convolutions all have biases, MatConvNet's ResNet-50 only conv1 and fc1000; a bias
-  b feeding a batch normalisation is the same as moving its mean by -b, so it is folded there;
-- Keras' batch normalisations use epsilon 1.001e-5, ours 1e-5: the variance absorbs the
-  difference, so sqrt(variance + epsilon) is unchanged;
-- Keras pads pool1 by one pixel on every side before a 3x3/2 max pooling (after a ReLU, zero
-  padding never wins a max, so it equals MatConvNet's -inf padding): pool1_pad (1, 1, 1, 1).
-
-A file without the top (`include_top=False`) gives a model whose fc1000 is fresh
-(N(0, 0.01^2)), 1000 wide; a fine-tuning stage replaces it with a classifier of the data set's
-width anyway (`with_new_head`). Any mismatch in names or shapes is an error naming the file and
-the layer.
+`load_keras_resnet50(path)` reads a weights file of `keras.applications.ResNet50` (`.h5`, with
+or without the top, or `.weights.h5`) with Keras' own loader and moves every weight into
+`resnet50(pool1_pad=KERAS_POOL1_PAD)` through an explicit name table (`keras_name_map`); the
+result computes what Keras' model computes (BGR mean, conv biases and BN epsilon folded in).
+Why each fold holds: docs/DESIGN.md, "Models".
 """
 from __future__ import annotations
 

@@ -1,20 +1,10 @@
 """Keras layers that compute exactly what MatConvNet's SimpleNN blocks compute.
 
-Keras' stock layers differ from MatConvNet in three places that matter for VGG-f and VGG-face
-weights (see ../shared/NOTES.md §2):
-
-- padding is given per side, `[top bottom left right]`, and may be asymmetric (VGG-f's pool1
-  pads `[0 1 0 1]`); Keras' 'same' pads where MatConvNet does not and gets 14 and 7 instead of
-  13 and 6 at VGG-f's pool2 and pool5;
-- average pooling divides by the number of cells inside the image, not by the window area;
-- LRN's alpha multiplies the plain sum of squares over the N-channel window (Caffe and
-  `tf.nn.local_response_normalization` documentations differ on whether it is divided by N).
-
-Every layer here is registered for `.keras` serialization, runs under float32 and
-`mixed_float16` policies, eagerly, in `tf.function` and under XLA (`jit_compile=True`). The LRN
-is written with plain ops because `tf.nn.local_response_normalization` fails under XLA in
-float16 ("Seen floating point types of different precisions") and squares of activations
-overflow float16 anyway.
+`MeanSubtraction`, `MatConvNetConv2D` and `MatConvNetPooling2D` (per-side, possibly asymmetric
+padding; average pooling over in-image cells) and `MatConvNetLRN` (alpha times the plain sum of
+squares), registered for `.keras` serialization (`CUSTOM_OBJECTS`); they run under float32 and
+`mixed_float16`, eagerly, in `tf.function` and under XLA.
+Why Keras' stock layers do not do: docs/DESIGN.md, "Models".
 """
 from __future__ import annotations
 

@@ -1,28 +1,12 @@
 """MatConvNet SimpleNN `.mat` files ⇄ Keras models of this package.
 
-`load_matconvnet(path)` converts any SimpleNN chain (../shared/NOTES.md §2) into a Keras model
-whose layers carry MatConvNet's names, with the file's own number of classes, so a
-fine-tuned 8-way teacher or student arrives ready for the later training stages:
-
-- layouts: beta17+ (top-level `layers` + `meta`), beta16 and older (`layers`,
-  `normalization`, `classes`; conv weights in `filters`/`biases`), one top-level struct `net`
-  (the VGG-Face release; `cnn_train` checkpoints `net-epoch-N.mat` with `state`/`stats`
-  beside it), each as MATLAB v5 (scipy) or v7.3 (HDF5, h5py);
-- every struct field is read by NAME (files order their fields differently);
-- layer types conv, relu (leak), pool (max/avg), normalize/lrn, dropout, bnorm, and trailing
-  softmax/softmaxloss/loss (dropped: the model outputs logits). Defaults for missing fields
-  are `vl_simplenn_tidy`'s.
-
-DagNN files (a graph of `dagnn.*` layers, as the model zoo's `imagenet-resnet-50-dag.mat`;
-top-level variables or a struct `net`) are recognised here and read by `dagnn.interpret`;
-`read_matconvnet` then returns a `dagnn.DagNNNetwork` and `to_keras`/`convert` build it. A
-ResNet-50 graph is recognised as the `resnet50` architecture.
-
-Anything it cannot convert faithfully is a `ValueError` naming the file, the layer (1-based
-index, as in MATLAB, and name) and what was expected.
-
-Writing `.mat` files (tests, the MatConvNet path's stand-ins, `--write_example`) is
-`experiments/matconvnet_writer.py`, outside the package.
+`load_matconvnet(path)` converts any SimpleNN chain (MATLAB v5 or v7.3; layouts `LAYOUTS`)
+into a Keras model whose layers carry MatConvNet's names, with the file's own number of
+classes. DagNN files are recognised too: `read_matconvnet` then returns a
+`dagnn.DagNNNetwork`, and `to_keras`/`convert` build it (a ResNet-50 graph as `resnet50`).
+What it cannot convert faithfully is a `ValueError` naming the file, the layer and what was
+expected. Writing `.mat` files is `experiments/matconvnet_writer.py`, outside the package.
+Layouts, layer types and defaults: docs/DESIGN.md, "Models".
 """
 from __future__ import annotations
 

@@ -1,26 +1,12 @@
 """ResNet-50 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016) in the
 layout and names of MatConvNet's `imagenet-resnet-50-dag.mat`.
 
-That file is Kaiming He's Caffe ResNet-50 imported by MatConvNet's `utils/import-caffe.py`,
-which keeps Caffe's layer names and turns each BatchNorm + Scale pair into one
-`dagnn.BatchNorm`:
+    model = resnet50(num_classes=8, input_size=224)     # input_size >= 32
 
-- conv1 7x7/2 pad 3 with biases, bn_conv1, conv1_relu, pool1 max 3x3/2 padded [0 1 0 1]
-  (MatConvNet's form of Caffe's rounding-up pooling: 112 → 56);
-- stages res2 … res5 of 3, 4, 6, 3 bottleneck units `res{stage}{a,b,…}`: branch2a 1x1 (stride
-  2 in the first unit of res3-res5), branch2b 3x3 pad 1, branch2c 1x1 to 4x the width, each
-  conv without biases and followed by its `bn{stage}{unit}_branch2x`, ReLUs
-  `res{stage}{unit}_branch2{a,b}_relu`; the first unit's shortcut `res{stage}a_branch1` (1x1,
-  same stride) + `bn{stage}a_branch1`; the sum `res{stage}{unit}` and `res{stage}{unit}_relu`;
-- pool5, an average pooling over the whole 7x7 map, then the classifier fc1000 (a 1x1 conv).
-
-The embedding E is `pool5`, the pooled 2048-d feature before the classifier (a
-GlobalAveragePooling2D: MatConvNet's 7x7 average over a 7x7 map); the logits A are the
-classifier `fc1000` (MatConvNet's name, kept whatever the number of classes). With 8 classes
-the model has 23,577,608 parameters (53,120 of them the batch-norm moments) plus its average
-image. Other input sizes work (`input_size` >= 32; pool5 then covers whatever map res5 gives).
-`pool1_pad=(1, 1, 1, 1)` is the arrangement of Keras' own ResNet50 (a symmetric pad of 1),
-used when its weights are loaded (`keras_resnet50`).
+Built from a DagNN layer list (`layers`, `dagnn.build_dag`). The embedding E is `pool5` (the
+pooled 2048-d feature), the logits A `fc1000` whatever the number of classes; 23,577,608
+parameters with 8 classes, plus the average image. `pool1_pad=(1, 1, 1, 1)` is Keras' own
+arrangement, for its weights (`keras_resnet50`). Layer layout: docs/DESIGN.md, "Models".
 """
 from __future__ import annotations
 

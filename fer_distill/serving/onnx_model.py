@@ -1,42 +1,14 @@
-"""An ONNX export run by ONNX Runtime: for game engines (Unity's inference engine reads ONNX)
-and for serving stacks that have moved to ONNX Runtime.
+"""An ONNX export run by ONNX Runtime: for game engines and ONNX Runtime serving stacks.
 
-`export_onnx(servable, "fer.onnx")` converts, with tf2onnx, the graph the TFLite export
-converts (`fer_distill.serving.tflite`): uint8 (N, H, W, 3) RGB crops of any one size ->
-bilinear resize (half-pixel centres, as `tf.image.resize`) to the input size -> the model's view
--> the network(s), whose first layer subtracts the mean image -> softmax. Outputs
-`probabilities`, `class_id`, `embedding`, and `logits` (classifier) or `decision` (fused SVM).
+    export_onnx(servable, "fer.onnx", quantization="none" | "int8_dynamic")
 
-The preprocessing contract rides in the file's `metadata_props`, readable by any ONNX loader:
-
-    fer_distill          the SavedModel export's metadata (describe()) as JSON, plus
-                         `quantization` and the probe agreement
-    input_size           "H,W" the network sees (the graph resizes to it)
-    view                 the occlusion view the graph applies (hidden pixels set to 0)
-    mean                 what the graph subtracts (the mean image's per-channel mean, RGB)
-    class_names          comma-separated, in output order
-    input                what to feed: "images: uint8 (N, H, W, 3) RGB, 0-255, any H and W"
-
-Quantisation (`QUANTIZATIONS`): "none" keeps float32 (the export is checked against the
-TensorFlow graph on a probe batch: probabilities within `FLOAT32_TOLERANCE`, or nothing is
-written); "int8_dynamic" is ONNX Runtime's dynamic quantisation of the MatMul (fully connected)
-layers: int8 weights, activations quantised per call; its agreement is recorded, not enforced.
-Convolutions stay float32 because ORT 1.32's ConvInteger kernels ran VGG-f 3-8x slower than
-its float32 convolutions on this project's AMD EPYC (measured while writing this), while the
-fully connected layers hold most of VGG's weights (fc6 alone is 151 MB of VGG-f's 227 MB), which
-is what batch-1 latency pays for.
-
-Sessions run with `session.intra_op.allow_spinning` off: a spinning thread pool busy-waits
-for work, which on a CPU shared with other processes cost VGG-f batch-1 a third of its speed
-here (117 against 76 ms, measured while writing this).
-
-Memory: tf2onnx 1.17 freezes the weights into the graph and copies it in its optimiser passes;
-VGG-f (57 M parameters) converts, but converting VGG-face (138 M) passed 19 GB of resident
-memory and was killed on this project's 24 GB machine (benchmark run of 2026-12-02). Convert
-VGG-face on a machine with more memory.
-
-`fer_distill.serving.predict.Predictor.load("fer.onnx")` runs it (`load_runner` here), so
-`experiments.predict --model=fer.onnx` writes the same CSV as the SavedModel.
+converts with tf2onnx the graph the TFLite export converts: uint8 (N, H, W, 3) RGB crops of
+any one size -> bilinear resize to the input size -> the view -> the network(s) -> softmax;
+outputs `probabilities`, `class_id`, `embedding`, and `logits` or `decision`. The
+preprocessing contract (`contract`: input_size, view, mean, class_names, input) rides in the
+file's `metadata_props`. `Predictor.load("fer.onnx")` runs it (`load_runner` here).
+Why (int8 on fully connected layers only, no spinning, VGG-face's memory): docs/DESIGN.md,
+"Evaluation, report, serving".
 """
 from __future__ import annotations
 

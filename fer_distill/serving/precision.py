@@ -1,21 +1,11 @@
 """bfloat16 copies of the networks, for CPUs with bfloat16 matrix units (AMX-BF16, AVX512-BF16).
 
-Why weights in bfloat16, not a mixed policy. Under Keras' `mixed_bfloat16` policy (and under
-TensorFlow's `auto_mixed_precision_onednn_bfloat16` rewrite) the weights stay float32 and are
-cast to bfloat16 on every call: at batch 1 that cast reads and writes all 56.8 M VGG-f weights
-per image and costs more than the bfloat16 arithmetic saves (measured while writing this
-module, VGG-f at batch 1 on 2 cores: about twice the float32 latency). Here the weights are
-stored in bfloat16 once, so a call reads half the bytes and oneDNN runs the convolutions and
-matrix products on the bfloat16 units. The logits layer (fc8) stays float32, as the builders make it, and so do the outputs
-handed to softmax, distances and SVMs.
-
-bfloat16 keeps 8 significant bits: pixel values and the mean image are rounded to about 0.4 %,
-so the numbers change. `BENCHMARKS.md` reports the top-1 agreement and the largest probability
-difference against the float32 model; `tests/serving/test_precision.py` bounds the difference.
-Use it through a `Servable`, which export and predict take as they are:
-
     servable = bfloat16_servable(load_servable("runs/ferplus_vgg_f_student"))
     export_savedmodel(servable, "exports/fer_bf16/1")
+
+Weights are stored in bfloat16 (the logits layer and the outputs stay float32), so numbers
+change a little. `cpu_features`, `candidates` and `runner` pick a precision this CPU has.
+Why not a mixed policy: docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 

@@ -1,42 +1,13 @@
 """Expressions of the faces in image files, folders and videos, as one CSV.
 
-`Predictor` maps face crops to predictions. It wraps either an exported SavedModel or a model
-loaded from a run / `.keras` file through the very `ServingModule` that export saves, so
-predicting here and serving with TF Serving run the same graph (decode, resize, view, model).
-Crops of one size go through the `predict_images` function as one uint8 batch; a batch mixing
-sizes (faces found by a detector) is PNG-encoded (lossless) and goes through `serve_encoded`,
-which resizes each crop on its own. Both give the numbers a TF Serving client would get.
+    predictor = Predictor.load(path)   # SavedModel, TFLite, ONNX, run directory or .keras
+    predict_files(predictor, paths, output_csv, detector=BlazeFaceDetector())
 
-`predict_files` walks the inputs (image files, folders recursively, video files read with
-`cv2.VideoCapture`, every n-th frame), finds faces with a detector (`faces.py`; None = each
-input already is a face crop), classifies them in batches and writes one CSV row per face:
-
-    file, frame, face, x, y, w, h, status, crop, class, prob_<class name> x C, error
-
-- `frame`: the frame number in a video (0-based, counting every frame of the file); empty for
-  a still image. `face`: the face's number in its frame (detector boxes, left to right).
-  `x, y, w, h`: the face box in pixels, clipped to the image (the whole image without a
-  detector).
-- `status` "ok": a face and its prediction. "no_face": the detector found no face in this image
-  or frame (and no `fallback` was given); the row is written (so every input frame appears in
-  the CSV) with an empty box, class and probabilities. "unreadable": the file is missing or
-  could not be decoded (corrupt, truncated, not an image or video); the row names the file,
-  `error` says what failed, and the run goes on with the other files (a warning is logged and
-  `predict_files` returns the list), because one bad file in a folder of thousands should not
-  cost the other predictions.
-- `crop`: what produced the box: the detector's `name` (e.g. "blazeface_short", "haar"),
-  "center_crop" when the detector found nothing and the `fallback` (faces.center_crop) was
-  used, "whole_image" without a detector.
-- For the fused SVM, the probability columns are the export's `probabilities`: a softmax of
-  the SVM's decision values, not calibrated probabilities (see `export.py`).
-
-The CSV is written atomically; with `annotate_dir`, each image or sampled frame is also written
-there as a JPEG (`photo.jpg` for `photo.png`, `clip.frame000010.jpg` for a video frame) with
-the boxes and labels drawn on it and the part of each box the model's view hides darkened.
-
-Files are decoded by OpenCV, which turns a JPEG upright by its EXIF orientation tag; the
-SavedModel's `serving_default` (TensorFlow's decoder) ignores that tag, so a TF Serving client
-sending a phone photo's bytes as they are gets a rotated face: clients should send upright crops.
+walks the inputs (images, folders recursively, every n-th video frame), finds faces
+(`faces.py`; detector None = each input already is a crop), and writes atomically one row
+per face: file, frame, face, x, y, w, h, status ("ok", "no_face", "unreadable"), crop, class,
+prob_<class name> x C, error. `annotate_dir` also writes each image with its boxes.
+What each column means, and why: docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 

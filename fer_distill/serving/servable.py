@@ -1,15 +1,10 @@
 """What to serve: a trained classifier or the fused SVM, with the view it expects.
 
-Export, prediction and Grad-CAM all start from a path the user gives: a run directory
-(docs/DESIGN.md, "Training": `RUN/config.json`, `RUN/model.keras`, `RUN/fusion/` for the `fuse`
-stage), a bare `.keras` (or MatConvNet `.mat`) file, or a fused run. `load_servable` turns any of
-them into a `Servable`: the Keras network(s), the occlusion view the network was trained for,
-the class names, and for the fused model the SVM's linear map.
-
-The view matters as much as the weights: a student fed a full face (or a teacher fed a half
-face) is not the model the report measured. It is read from the run's `config.json["view"]`
-(also when the `.keras` file given sits in a run directory); a bare file has no record, so the
-caller must say (`view=`); a given `view` overrides the record, and a warning says so.
+`load_servable(path, view=None)` turns a run directory, a fused run or a bare `.keras` / `.mat`
+file into a `Servable`: the Keras network(s), the occlusion view the network was trained for
+(from the run's `config.json["view"]`; a bare file needs `view=`), the class names, and for the
+fused model the SVM's linear map. Export, prediction and Grad-CAM start from it.
+Why the view is part of it: docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 

@@ -1,37 +1,12 @@
 """A LiteRT (TFLite) export run by XNNPACK: the fast path for one face at a time on a CPU.
 
-Why it exists. A VR headset classifies one face per frame, so what matters is batch-1 latency,
-and at batch 1 VGG-f is bound by memory traffic, not arithmetic: every call reads all its
-weights (56.8 M parameters, 227 MB in float32; fc6 alone is 151 MB) to multiply them with one
-image. TensorFlow's graph executor adds per-op overhead on top. The TFLite interpreter with its
-default XNNPACK delegate removes the overhead, and post-training "dynamic range" quantisation
-stores the weights as int8 (4x less to read) while activations stay floating point (the
-interpreter quantises them on the fly, per call). `BENCHMARKS.md` measures every variant against the plain
-Keras model and reports its agreement with the float32 model.
+    export_tflite(servable, "DIR", quantization="dynamic_range" | "none" | "float16")
 
-`export_tflite(servable, "DIR")` writes, atomically, a directory:
-
-    DIR/model.tflite     the `predict_images` graph of `fer_distill.serving.export`: uint8
-                         (N, H, W, 3) RGB crops of any one size -> bilinear resize to the input
-                         size, the network's view, the network(s), softmax; outputs
-                         `probabilities`, `class_id`, `embedding`, and `logits` (classifier) or
-                         `decision` (fused SVM), exactly as the SavedModel's signature
-                         (`class_name` is added in Python from the metadata: string tensors
-                         are not worth carrying into TFLite).
-    DIR/metadata.json    the SavedModel export's metadata plus `quantization` and how the
-                         file agreed with the float32 graph on a probe batch.
-
-Quantisation choices (`QUANTIZATIONS`):
-- "none": float32 weights; XNNPACK computes what TensorFlow computes up to float rounding
-  (export checks probabilities within 1e-5 of the in-memory graph, or refuses to write).
-- "dynamic_range" (default): int8 weights; activations quantised per call.
-  Changes numerics a little: the benchmark reports top-1 agreement and the largest probability
-  difference against float32 on the demo test set.
-- "float16": float16 weights, dequantised to float32 when the interpreter loads them (half the
-  file, float32 speed).
-
-`fer_distill.serving.predict.Predictor.load(DIR)` runs an export (`load_runner` here), so
-`predict_files` writes the same CSV from a TFLite file as from a SavedModel.
+writes, atomically, DIR/model.tflite (the SavedModel's `predict_images` graph: uint8 RGB crops
+of any one size -> resize, view, network(s), softmax; the same outputs but `class_name`) and
+DIR/metadata.json (the export's metadata, `quantization`, the probe agreement with float32).
+`Predictor.load(DIR)` runs it (`load_runner` here). Why TFLite, and what each quantisation
+changes: docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 

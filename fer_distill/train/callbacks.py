@@ -1,19 +1,10 @@
 """What makes a run resumable and trustworthy: the learning-rate rule, per-epoch checkpoints
 with everything a resumed run needs, and a NaN stop.
 
-Why not Keras' `BackupAndRestore` alone: it restores the weights, the optimizer and the epoch,
-but not the state of other callbacks - here the plateau rule's `best` and `wait`, without which
-a resumed run would reduce its learning rate at other epochs than the uninterrupted run - nor
-the run's history. `EpochCheckpoint` writes, after every epoch, one directory (atomically):
-
-    checkpoints/epoch-NNNN/weights.weights.h5   the student's weights
-    checkpoints/epoch-NNNN/optimizer.npz        every optimizer variable (momenta, iteration,
-                                                learning rate, loss scale), in build order
-    checkpoints/epoch-NNNN/state.json           epoch, callback states, history, train seconds
-
-and keeps the newest `keep` of them. The data order and the triplet mining subset need no
-state: both are pure functions of (seed, epoch) (fer_distill.data.pipeline, distill.
-triplet_model), so restoring the epoch restores them.
+`PlateauSchedule` (the paper's divide-by-10 rule, its state checkpointed), `EpochCheckpoint`
+(checkpoints/epoch-NNNN/{weights.weights.h5, optimizer.npz, state.json}, the newest `keep`
+kept), `NaNStop`; `checkpoints`, `damage` and `restore` read them back.
+Why not Keras' `BackupAndRestore` alone: docs/DESIGN.md, "Training".
 """
 from __future__ import annotations
 
@@ -124,7 +115,8 @@ def _json_number(value):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the student, the optimizer and the run state after every epoch (module docstring).
+    """Saves the student, the optimizer and the run state after every epoch (docs/DESIGN.md,
+    "Training").
 
     Args:
       directory: RUN/checkpoints.

@@ -1,22 +1,10 @@
 """The settings of one training stage, with the paper's values as defaults.
 
 `TrainConfig` holds every setting of one run of `fer_distill.train.run`; hyper-parameters left
-at `None` are filled by `resolved()` from `paper_defaults(stage, arch)`, so a config names only
-what differs from the paper, and the resolved config written to `RUN/config.json` names
-everything. Stages and the view each one's model sees (the paper's; `view` sets another, e.g.
-a mask shape, for every stage but the teacher):
-
-    teacher  full                 CE fine-tuning from a pretrained (or any) network
-    student  lower_half_visible   CE fine-tuning; baseline [1]
-    eyes     upper_half_visible   CE fine-tuning; baseline [2]
-    kd       lower_half_visible   eqs. 1-2, from the student, teacher frozen
-    triplet  lower_half_visible   eqs. 3-4, from the student, teacher frozen
-    fuse     lower_half_visible   linear SVM (C = 1) on [E_KD ; E_triplet]
-    rkd      lower_half_visible   ours: CE + RKD (Park et al. 2019), from the student
-    hint     lower_half_visible   ours: CE + FitNets hint on visible positions, from the student
-
-The paper's values, and why each value it does not give was chosen as it is: docs/DESIGN.md,
-"Training defaults".
+at `None` are filled by `resolved()` from `paper_defaults(stage, arch)`, and the resolved
+config is written to `RUN/config.json`. Stages (`teacher`, `student`, `eyes`, `kd`, `triplet`,
+`fuse`; ours `rkd`, `hint`) and the view each sees: docs/DESIGN.md, "Training". The paper's
+values, and why each value it does not give was chosen as it is: "Training defaults".
 """
 from __future__ import annotations
 
@@ -55,7 +43,7 @@ BATCH_SIZES = {"vgg_face": 64, "vgg_f": 512, "mini": 32, "resnet50": 64}
 
 # (epochs, starting learning rate, floor of the plateau rule) per (stage, arch).
 SCHEDULES = {
-    # paper: 50 / 800 epochs; rates not given, chosen (module docstring)
+    # paper: 50 / 800 epochs; rates not given, chosen (DESIGN.md, "Training defaults")
     ("teacher", "vgg_face"): (50, 1e-4, 1e-5),
     ("teacher", "vgg_f"): (800, 1e-3, 1e-4),
     # paper: 40 / 80 epochs; rates chosen like the teacher's
@@ -71,7 +59,7 @@ SCHEDULES = {
     # paper: 10 epochs at one rate
     ("triplet", "vgg_face"): (10, 1e-6, 1e-6),
     ("triplet", "vgg_f"): (10, 1e-5, 1e-5),
-    # resnet50: the journal's values are not public; chosen (module docstring)
+    # resnet50: the journal's values are not public; chosen (DESIGN.md, "Training defaults")
     ("teacher", "resnet50"): (50, 1e-3, 1e-4),
     ("student", "resnet50"): (40, 1e-3, 1e-4),
     ("eyes", "resnet50"): (40, 1e-3, 1e-4),
@@ -84,7 +72,7 @@ SCHEDULES = {
     ("kd", "mini"): (15, 3e-3, 3e-4),
     ("triplet", "mini"): (5, 1e-7, 1e-7),
 }
-# rkd and hint (ours): scheduled like kd for every architecture (module docstring).
+# rkd and hint (ours): scheduled like kd for every architecture (DESIGN.md, "Training defaults").
 SCHEDULES.update({(stage, arch): SCHEDULES[("kd", arch)] for stage in ("rkd", "hint")
                   for arch in ARCHITECTURES})
 

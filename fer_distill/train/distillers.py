@@ -5,15 +5,8 @@
 
 `fer_distill.train.runner` compiles the trainer and fits it with its own schedule,
 checkpoints and callbacks plus `callbacks` (the triplet stage's mining pools); everything else
-of a run (data, predictions, metrics.json) is the runner's.
-
-- kd: `KDModel` with the teacher's cached logits (`teacher_mode="cached"`) or live teacher.
-- triplet: `TripletModel` with `MiningPools`; positives from the teacher's cached (or live)
-  full-view embeddings.
-- rkd: `RKDModel`, teacher embeddings cached like kd's logits, or live.
-- hint: `HintModel`, always with the live teacher on the full view (a cache of conv maps would
-  be GBs for VGG); the layer is `config.hint_layer` or `distill.hint.HINT_LAYERS[arch]`.
-`shuffle_teacher` (the misalignment control) permutes the cached rows in every cached mode.
+of a run is the runner's. Which model each stage builds, cached or live: docs/DESIGN.md,
+"Training".
 """
 from __future__ import annotations
 

@@ -1,17 +1,10 @@
 """Where and in what precision a run computes: dtype policy and `tf.distribute` strategy.
 
-Mixed precision. On a GPU `mixed_float16` (tensor cores; Keras wraps the optimizer in a
-`LossScaleOptimizer`, and the custom triplet step scales its loss through it). A CPU has no fast
-float16 arithmetic - TensorFlow emulates it, about 20x slower than float32 on the mini network
-here - while recent CPUs do have bfloat16 units, so "auto" picks `mixed_bfloat16` there. The
-logits (fc8), the embeddings handed to losses and distances, the losses themselves and the
-mean subtraction stay float32 under either policy (see fer_distill.models).
-
-Strategies. "default": one device (TensorFlow's default strategy). "mirrored": every GPU of
-this machine, or, without GPUs, every logical CPU device (tests split the CPU into two to run
-the two-replica code path). "multi_worker": `MultiWorkerMirroredStrategy`, configured by the
-`TF_CONFIG` environment variable on every worker; only the chief writes files.
-The batch size of a config is the GLOBAL batch (the paper's 64 / 512), split across replicas.
+`resolve_policy(mixed_precision, policy="auto")` (`mixed_float16` on a GPU, `mixed_bfloat16` on
+a CPU with bfloat16 units), `dtype_policy(name)` (a context), `make_strategy("default" |
+"mirrored" | "multi_worker")` (one per process), `is_chief`, `environment` (what
+environment.json records), `progress`. A config's batch size is the GLOBAL batch.
+Why: docs/DESIGN.md, "Training".
 """
 from __future__ import annotations
 
@@ -41,7 +34,7 @@ def progress(verbose: int) -> int:
 
 
 def resolve_policy(mixed_precision: bool, policy: str = "auto") -> str:
-    """The Keras dtype policy: float32, or the mixed `policy` ("auto": module docstring)."""
+    """The Keras dtype policy: float32, or the mixed `policy` ("auto": DESIGN.md, "Training")."""
     if not mixed_precision:
         return "float32"
     if policy == "auto":
@@ -64,7 +57,7 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The `tf.distribute` strategy called `name` (module docstring)."""
+    """The `tf.distribute` strategy called `name` (docs/DESIGN.md, "Training")."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

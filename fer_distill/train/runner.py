@@ -1,17 +1,9 @@
 """`run(config)`: one stage of the paper into one run directory (fer_distill.rundir).
 
-Order of work, and why:
-0. One process at a time: the run directory's lock (rundir.writing) is held throughout.
-1. A finished run (metrics.json) is reported and returned, not re-run (unless `overwrite`);
-   asked for with other settings, it is an error that lists them.
-2. Every check that can fail without training runs first - the workdir may be used, the data
-   set holds images and the stage's classes, every file exists, networks share the
-   architecture, heads match the classes, input sizes agree - so a mistake costs seconds, and
-   an `overwrite` never deletes a run for a command that cannot start.
-3. config.json and environment.json, then the teacher's cached outputs (distillation), then
-   `fit` with a checkpoint after every epoch, resumable from the last one.
-4. model.keras (float32, atomically), predictions on the validation and test splits in the
-   stage's view, and metrics.json LAST.
+Under the run directory's lock: a finished run is reported, not re-run; every check that can
+fail runs before training; then config.json and environment.json, the teacher cache, `fit`
+with a checkpoint per epoch, model.keras, predictions, and metrics.json LAST.
+The order of work and why: docs/DESIGN.md, "Training".
 """
 from __future__ import annotations
 

@@ -1,19 +1,10 @@
 """The frozen teacher's outputs on the full view, computed once per data set and cached.
 
-The teacher never changes during distillation and its input (the full view, resized, without
-augmentation) is deterministic, so its logits A_T (KD) and relu7 embeddings E_T (triplet
-positives) of every image are the same in every epoch. They are computed in one pass and kept
-in the run directory, keyed by the pipeline's `"index"` (the row in the split):
-
-    RUN/cache/teacher-<split>/index.npy       int64 (M,) rows, ascending
-    RUN/cache/teacher-<split>/logits.npy      float32 (M, K)
-    RUN/cache/teacher-<split>/embedding.npy   float32 (M, D)  (when embeddings were asked for;
-                                                             memory-mapped when read back)
-    RUN/cache/teacher-<split>/meta.json       what it was computed from
-
-A resumed run reuses the cache when `meta.json` matches (the teacher file's SHA-256, the data
-set, the rows, the input size and the dtype policy); anything else recomputes it. Each cache
-directory is written atomically.
+`teacher_outputs(teacher, prepared, split, rows, image_size=, batch_size=, ...)` computes or
+reuses RUN/cache/teacher-<split>/ (index.npy, logits.npy, embedding.npy, meta.json), keyed by
+the pipeline's `"index"`; `teacher_tables` builds kd's and rkd's cached tables; `deranged` is
+the `shuffle_teacher` control's seeded derangement.
+Why a cache, and when it is reused: docs/DESIGN.md, "Training".
 """
 from __future__ import annotations
 
