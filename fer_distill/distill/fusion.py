@@ -1,4 +1,4 @@
-"""Late fusion of the two distilled students (paper section IV-C; NOTES §1).
+"""Late fusion of the two distilled students (paper section IV-C).
 
     svm = FusionSVM(C=1.0).fit(emb_kd, emb_triplet, labels); svm.predict(emb_kd, emb_triplet)
     svm.save(directory); FusionSVM.load(directory)

@@ -3,7 +3,7 @@
     L_KD'(θ_S) = (1 − λ)·CE(y, softmax(A_S)) + λ·CE(softmax(A_T/τ), softmax(A_S/τ))
 
 with A_S, A_T the student's and teacher's pre-softmax activations (fc8), λ = 0.7 and τ = 20
-(paper section III-A; NOTES §1). `kd_loss(labels, student_logits, teacher_logits, lam=,
+(paper section III-A). `kd_loss(labels, student_logits, teacher_logits, lam=,
 temperature=)`; float32 whatever the logits' dtype; `temperature_squared=True` adds Hinton's
 τ² factor, which eq. 1 does not have.
 Why a cross-entropy, not a KL, and why no τ²: docs/DESIGN.md, "Distillation".

@@ -1,4 +1,4 @@
-"""Hard triplet mining for the triplet-loss distillation (paper section III-B; NOTES §1).
+"""Hard triplet mining for the triplet-loss distillation (paper section III-B).
 
 For each anchor (the student's embedding of an occluded image of class k), the positive is the
 pool image of class k whose TEACHER embedding (full view) is FARTHEST from it, and the

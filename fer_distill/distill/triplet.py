@@ -4,7 +4,7 @@
 
 with Δ the Euclidean distance, α = 0.1, E the relu7 embedding, the anchor a' and the negative
 n' occluded images seen by the student, the positive p a full image seen by the teacher
-(paper section III-B; NOTES §1). `triplet_loss(anchor, positive, negative, margin=,
+(paper section III-B). `triplet_loss(anchor, positive, negative, margin=,
 reduction="sum" | "mean" | "none", mask=None)`; no `stop_gradient` here (the trainer's call).
 Why: docs/DESIGN.md, "Distillation".
 """

@@ -5,8 +5,8 @@
 Row key "{arch}/{stage}/{view}" (e.g. "vgg_face/triplet/lower_half_visible"; arch in `ARCHS`,
 stage in `STAGES`, view the EVALUATED view), cell key "{dataset}/{row key}"; literature rows
 are "literature/<name>". `PaperTable.find(arch, stage, view)` maps a run to its row.
-Transcribed from NOTES §1, checked against the paper's text; the [2] rows are the `eyes` stage
-on upper_half_visible. Why: docs/DESIGN.md, "Evaluation, report, serving".
+Transcribed from the paper's Table I, checked against the paper's text; the [2] rows are the
+`eyes` stage on upper_half_visible. Why: docs/DESIGN.md, "Evaluation, report, serving".
 """
 from __future__ import annotations
 
