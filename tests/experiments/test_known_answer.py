@@ -54,3 +54,24 @@ def test_choice_is_best_validation_accuracy_with_ties_broken_by_validation_kl():
     assert chosen_on_validation(rows) == {"kd": "kd_t1", "triplet": "triplet_mean"}
     rows["triplet_sum"] = row(0.81 + TIE / 2, 0.50)  # now the tie's winner on accuracy alone
     assert chosen_on_validation(rows)["triplet"] == "triplet_mean"
+
+
+def test_the_presets_use_the_settings_the_committed_benchmarks_chose():
+    """DEMO_CHOICE / SCARCE_CHOICE are what KNOWN_ANSWER*.json chose on validation for the
+    regime each demo draws, field by field (a field the method leaves unset is the default)."""
+    import dataclasses
+
+    from experiments.known_answer import METHODS
+    from fer_distill.preset import DEMO, DEMO_CHOICE, DEMO_SCARCE, SCARCE_CHOICE
+    from fer_distill.train import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name, preset, choice in (("KNOWN_ANSWER.json", DEMO, DEMO_CHOICE),
+                                 ("KNOWN_ANSWER_SCARCE.json", DEMO_SCARCE, SCARCE_CHOICE)):
+        chosen = json.loads((REPO / name).read_text())["chosen_on_validation"]
+        for family, method in chosen[preset.demo_regime].items():
+            fields = METHODS[method][1]
+            for key, value in choice[family].items():
+                assert value == fields.get(key, defaults[key]), (name, family, method, key)
+            assert set(fields) <= set(choice[family]), (name, family, method)
+            assert preset.settings(family).items() >= choice[family].items()
