@@ -320,3 +320,12 @@ def test_our_distillers_get_rows_marked_ours_with_mcnemar_and_transfer(tree):
     assert "| 71.00 † |" in line and "| not run |" in line  # no paper number, no affectnet
     # the other data set's cell of our row says "not run", with no paper number
     assert c[("vgg_face/rkd/lower_half_visible", "affectnet")]["status"] == "not run"
+    # the Transfer table says, per distilled row, whether its KL is below the baseline's
+    base = c[("vgg_face/student/lower_half_visible", "ferplus")]["transfer"]["kl"]
+    transfer = markdown[markdown.index("## Transfer"):markdown.index("## McNemar")]
+    for cell, name in ((rkd, "relational KD"), (hint, "FitNets")):
+        change = cell["transfer"]["kl"] - base
+        line = next(l for l in transfer.splitlines() if name in l and "| FER+ |" in l)
+        assert line.endswith(f"| {change:+.3f}: {'closer' if change < 0 else 'NOT closer'} |")
+    baseline_line = next(l for l in transfer.splitlines() if "| FER+ | VGG-face [1] |" in l)
+    assert baseline_line.endswith("| - |")
