@@ -1,43 +1,18 @@
 """Teacher-student training with the triplet loss (paper section III-B, eqs. 3-4).
 
-    L_KD''(θ_S) = CE(y, N_S) + λ·Σ_i [Δ(E_S(a'_i), E_T(p_i)) − Δ(E_S(a'_i), E_S(n'_i)) + α]_+
+    L_KD''(θ_S) = CE(y, N_S) + λ·Σ_i [Δ(E_S(a'_i), E_T(p_i)) − Δ(E_S(a'_i), E_S(n'_i)) + α]_+   (4)
 
-E is the relu7 embedding, a' the anchor and n' the negative (lower-half views seen by the
-student), p the positive (a full view seen by the frozen teacher), Δ the Euclidean distance,
-α = 0.1, λ = 0.5. `TripletModel` runs one step as follows:
+The sum is eq. 3. E is the relu7 embedding, a' the anchor and n' the negative (views the
+student sees), p the positive (the full view, seen by the frozen teacher), Δ the Euclidean
+distance, α the margin (paper: 0.1) and λ the weight (paper: 0.5).
 
-1. the student embeds the batch's anchors and classifies them (CE, batch mean);
-2. `TripletMiner.mine` searches the epoch's pools with the LIVE anchor embeddings: the farthest
-   same-class teacher embedding (positive) and the closest other-class student embedding
-   (negative), by matrix distances, inside the step (XLA-able, no per-anchor loop);
-3. the positives' teacher embeddings are gathered from the pool (constants: the teacher is
-   frozen); the negatives' uint8 IMAGES are gathered from the pool, resized and occluded exactly
-   as the tf.data pipeline does it, and run through the student again, so the gradient of
-   eq. 3 flows through BOTH student embeddings, anchor and negative;
-4. one SGD update of the student only, with the optimizer's loss scaling (mixed precision).
+    trainer = TripletModel(student, source_shape=prepared.image_shape, image_size=S,
+                           lam=0.5, margin=0.1, reduction="sum")
+    trainer.compile(optimizer=...)            # no loss: compute_loss is eq. 4
+    pools = MiningPools(trainer, prepared, rows=rows, positive_embeddings=teacher_cache, seed=0)
+    trainer.fit(occluded_images_and_labels, callbacks=[pools], ...)
 
-The pools (`MiningPools`, a callback). At the start of each epoch a random tenth of the training
-set is drawn, a pure function of (seed, epoch) (`mining_subset`), so a resumed run draws the
-subset an uninterrupted run would. Positive pool: the teacher's full-view embeddings of that
-tenth, read from a cache computed once for the whole training set (the teacher never changes).
-Negative pool: the student's occluded-view embeddings of that tenth, REFRESHED ONCE, at the start
-of the epoch, with the current weights; the tenth's source images are kept beside them.
-
-Why the negative pool is refreshed per epoch and not per batch: the paper samples the subsets
-once per epoch; refreshing per batch would re-embed the whole tenth (N/10 images) at every step,
-making a step cost N/(10·B) + 2 student passes instead of 2 (FER+ at batch 64: ~40x). Within
-an epoch the student moves little (learning rates 1e-6 / 1e-5), so the stale pool embeddings
-rank the candidates almost as fresh ones would; only the CHOICE of the negative uses them. The
-loss itself is computed on freshly re-embedded negatives (step 3), so its value and gradient
-are exact for the chosen triplets.
-
-Validation: eq. 4 on the validation images as anchors, mined against the same epoch's
-(training) pools, so `val_loss` reads like `loss`; `val_accuracy` is the student's.
-
-Scaling across replicas: gradients are summed over replicas, so each replica contributes
-CE_r / R (a mean term) and λ·Σ_r (a sum term, NOT divided by anything: eq. 3 sums over the
-global batch, and the per-replica sums add up to it). With `reduction="mean"` the triplet term
-is divided by R too. The reported `loss` is eq. 4 on the global batch.
+`fer_distill.train.distillers` builds both. The step, pools, replicas: docs/DESIGN.md.
 """
 from __future__ import annotations
 
@@ -86,7 +61,9 @@ class TripletModel(keras.Model):
                  occlusion="lower_half_visible", lam: float, margin: float,
                  reduction: str, normalize: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
                  **kwargs):
-        super().__init__(**kwargs)
+        # why autocast off: the images reach the student as the pipeline made them (float32);
+        # the student's own layers cast under a mixed policy, as they would on their own.
+        super().__init__(autocast=False, **kwargs)
         if reduction not in ("sum", "mean"):
             raise ValueError(f"TripletModel: reduction must be 'sum' or 'mean', got "
                              f"{reduction!r}")
@@ -151,7 +128,8 @@ class TripletModel(keras.Model):
         return tf.reshape(flat[:, :self._pixels], [-1, *self.source_shape])
 
     def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
+        """{"embedding": E, "logits": A} of the student: eq. 4 needs both from one pass."""
+        return self.embedder(inputs, training=training)
 
     def _unit(self, embedding):
         """`embedding` for eq. 3: unit length (float32) with `normalize`, else as it is."""
@@ -160,15 +138,16 @@ class TripletModel(keras.Model):
         return tf.math.l2_normalize(tf.cast(embedding, tf.float32), axis=-1)
 
     def objective(self, images, labels, training: bool = True) -> dict:
-        """Eq. 4 for one batch against the current pools (steps 1-3 of the module docstring).
+        """Eq. 4 for one batch against the current pools (docs/DESIGN.md: the triplet step).
 
-        Returns this replica's `loss` (scaled for summation over replicas, see the module
-        docstring), `ce` (batch mean), `triplet` (eq. 3 over this replica's anchors), the
+        Returns this replica's `loss` (scaled for summation over replicas, see `compute_loss`), `ce` (batch mean), `triplet` (eq. 3 over this replica's anchors), the
         anchors' `logits` and the mined triplets.
         """
+        return self._eq4(self(images, training=training), labels, training)
+
+    def _eq4(self, out, labels, training: bool) -> dict:
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
-        out = self.embedder(images, training=training)
         anchor = self._unit(out["embedding"])
         logits = tf.cast(out["logits"], tf.float32)
         ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -188,34 +167,28 @@ class TripletModel(keras.Model):
             loss = loss + tf.cast(tf.reduce_sum(extra), tf.float32) / replicas
         return {"loss": loss, "ce": ce, "triplet": triplet, "logits": logits, "mined": mined}
 
-    def train_step(self, data):
-        images, labels = data[0], data[1]
-        variables = self.trainable_variables
-        with tf.GradientTape() as tape:
-            result = self.objective(images, labels, training=True)
-            scaled = self.optimizer.scale_loss(result["loss"])
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._track(result, labels)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Eq. 4 of the batch for Keras' own train and test steps (validation: the validation
+        anchors mined against the epoch's training pools, so `val_loss` reads like `loss`).
 
-    def test_step(self, data):
-        """Validation: eq. 4 on the validation anchors, mined against the epoch's (training)
-        pools, so `val_loss` is comparable with `loss`."""
-        images, labels = data[0], data[1]
-        return self._track(self.objective(images, labels, training=False), labels)
-
-    def _track(self, result, labels):
-        # Reported values are the global batch's: metrics average over replicas, and the
-        # per-replica sums of eq. 3 add up to the global one.
+        Returns this replica's share, which Keras' step differentiates as it is (it divides
+        only compiled losses by the replica count, never this value): the replicas' gradients
+        are summed, so the CE mean and the weight decay enter divided by R, the eq. 3 sum of
+        this replica's anchors undivided (eq. 3 sums over the global batch; with
+        `reduction="mean"` it is divided by R too). The metrics (`self.metrics`, which replace
+        Keras' loss tracker) are the global batch's eq. 4, CE, eq. 3 and accuracy.
+        """
+        del x, sample_weight  # eq. 4 weighs every anchor alike
+        result = self._eq4(y_pred, y, training)
+        # Metrics average over replicas, and the per-replica sums of eq. 3 add up to the
+        # global one, hence the factor R on the reported eq. 3.
         replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
         triplet = result["triplet"] * (replicas if self.reduction == "sum" else 1.0)
         self.loss_tracker.update_state(result["ce"] + self.lam * triplet)
         self.ce_tracker.update_state(result["ce"])
         self.triplet_tracker.update_state(triplet)
-        self.accuracy_tracker.update_state(tf.reshape(labels, [-1]), result["logits"])
-        # why every metric: Keras then reads the metrics' replica-synchronised results
-        # instead of the last step's per-replica values.
-        return {m.name: m.result() for m in self.metrics}
+        self.accuracy_tracker.update_state(tf.reshape(y, [-1]), result["logits"])
+        return result["loss"]
 
 
 def embed(embedder: keras.Model, prepared, split: str, rows, *, image_size: int, view,
@@ -226,7 +199,7 @@ def embed(embedder: keras.Model, prepared, split: str, rows, *, image_size: int,
 
 
 class MiningPools(keras.callbacks.Callback):
-    """Refreshes a TripletModel's pools at the start of every epoch (module docstring).
+    """Refreshes a TripletModel's pools at the start of every epoch (docs/DESIGN.md).
 
     Args:
       trainer: the TripletModel.

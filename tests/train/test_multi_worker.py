@@ -94,10 +94,14 @@ def _launch(spec_path: Path, env: dict, name: str) -> list[tuple[int, str]]:
             for index, process in enumerate(processes)]
 
 
-def _weights(run_dir: Path) -> list[np.ndarray]:
+def _weights(run_dir: Path, epoch: int | None = None) -> list[np.ndarray]:
+    """The run's final weights, or those of its checkpoint after `epoch`."""
     import keras
 
-    return keras.saving.load_model(run_dir / "model.keras", compile=False).get_weights()
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    if epoch is not None:
+        model.load_weights(run_dir / "checkpoints" / f"epoch-{epoch:04d}" / "weights.weights.h5")
+    return model.get_weights()
 
 
 @pytest.fixture(scope="module")
@@ -161,11 +165,17 @@ def test_two_workers_end_where_one_process_ends(cluster, stage):
             np.testing.assert_allclose([h[key] for h in two], [h[key] for h in one],
                                        rtol=2e-3 if stage == "triplet" else 1e-4, atol=1e-6,
                                        err_msg=f"{stage} {key}")
-    # Triplet: eq. 3 is a sum over mined triplets, and a near-tie in the mining (arg-max /
-    # arg-min over distances) can go the other way with the other order of summation, so its
-    # loss agrees to 2e-3 (0.09% measured once in the whole suite) and its weights to 1e-3 of
-    # each tensor's scale, rather than to float rounding.
-    scale = 1e-3 if stage == "triplet" else 1e-6
-    for got, want in zip(_weights(root / stage), _weights(references[stage]), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=scale * float(np.abs(want).max()),
+    # Triplet: eq. 3 is a sum over mined triplets, and a near-tie (in the mining's arg-max /
+    # arg-min, or at a ReLU or max-pool of the student) can go the other way with the other
+    # order of summation, so its loss agrees to 2e-3 (0.12% measured) rather than to float
+    # rounding. Its weights are compared after the first epoch, to float rounding like the
+    # other stages' (measured: 0.16 of this tolerance; eq. 3 divided by the replica count would
+    # be 68,000 times over it). Its final weights are not: over three epochs the step amplifies
+    # rounding, so they would test luck (docs/DESIGN.md, the triplet stage: measured on one
+    # process, a 1e-7 relative nudge of the starting weights moved them 5-11 times past 1e-3 of
+    # each tensor's scale, the bound this test used to apply).
+    epoch = 1 if stage == "triplet" else None
+    for got, want in zip(_weights(root / stage, epoch), _weights(references[stage], epoch),
+                         strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(np.abs(want).max()),
                                    err_msg=stage)
