@@ -416,8 +416,7 @@ def paper_defaults(stage: str, arch: str) -> dict[str, Any]:
     if stage == "kd":
         keys += ("kd_lambda", "temperature", "temperature_squared")
     if stage == "triplet":
-        keys += ("triplet_lambda", "margin", "triplet_reduction", "triplet_normalize",
-                 "mining_fraction")
+        keys += ("triplet_lambda", "margin", "triplet_reduction", "mining_fraction")
     if stage == "rkd":
         keys += ("rkd_lambda", "rkd_distance_weight", "rkd_angle_weight")
     if stage == "hint":
