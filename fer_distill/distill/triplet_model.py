@@ -140,8 +140,9 @@ class TripletModel(keras.Model):
     def objective(self, images, labels, training: bool = True) -> dict:
         """Eq. 4 for one batch against the current pools (docs/DESIGN.md: the triplet step).
 
-        Returns this replica's `loss` (scaled for summation over replicas, see `compute_loss`), `ce` (batch mean), `triplet` (eq. 3 over this replica's anchors), the
-        anchors' `logits` and the mined triplets.
+        Returns this replica's `loss` (scaled for summation over replicas, see `compute_loss`),
+        `ce` (batch mean), `triplet` (eq. 3 over this replica's anchors), the anchors' `logits`
+        and the mined triplets.
         """
         return self._eq4(self(images, training=training), labels, training)
 
