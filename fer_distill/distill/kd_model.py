@@ -81,14 +81,10 @@ class KDModel(keras.Model):
 
     def teacher_logits(self, inputs, training: bool):
         """A_T for the batch: gathered from the phase's table, or the live teacher."""
-        table = self.train_logits if training else self.eval_logits
-        if table is not None:
-            return tf.gather(table, inputs["index"])
-        if self.teacher is None or "full" not in inputs:
-            raise ValueError(
-                "KDModel: no cached teacher logits for this phase, so the teacher must run "
-                "live: give `teacher` and a 'full' view in the inputs")
-        return tf.stop_gradient(self.teacher(inputs["full"], training=False))
+        live = None if self.teacher is None else lambda full: self.teacher(full, training=False)
+        return teacher_table.rows("KDModel", "logits",
+                                  self.train_logits if training else self.eval_logits,
+                                  inputs, live)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del sample_weight  # eq. 1 weighs every image alike

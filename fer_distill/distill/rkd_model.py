@@ -84,15 +84,11 @@ class RKDModel(keras.Model):
 
     def teacher_embeddings(self, inputs, training: bool):
         """E_T for the batch: gathered from the phase's table, or the live teacher."""
-        table = self.train_embeddings if training else self.eval_embeddings
-        if table is not None:
-            return tf.gather(table, inputs["index"])
-        if self.teacher_embedder is None or "full" not in inputs:
-            raise ValueError(
-                "RKDModel: no cached teacher embeddings for this phase, so the teacher must "
-                "run live: give `teacher` and a 'full' view in the inputs")
-        return tf.stop_gradient(
-            self.teacher_embedder(inputs["full"], training=False)["embedding"])
+        live = None if self.teacher_embedder is None else (
+            lambda full: self.teacher_embedder(full, training=False)["embedding"])
+        return teacher_table.rows("RKDModel", "embeddings",
+                                  self.train_embeddings if training else self.eval_embeddings,
+                                  inputs, live)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del sample_weight  # every image weighs alike

@@ -3,7 +3,8 @@ batch's `"index"`.
 
 `table(width, values)` makes a phase's table (None when `values` is None: that phase has no
 table, and its step runs the teacher live); `assign(owner, what, width, phases)` replaces
-tables' values, with errors that name the owner and the phase.
+tables' values, with errors that name the owner and the phase; `rows(owner, what, table,
+inputs, live)` gives the batch's teacher outputs, from the table or the live teacher.
 """
 from __future__ import annotations
 
@@ -33,3 +34,15 @@ def assign(owner: str, what: str, width: int, phases) -> None:
         if values.shape.rank != 2 or values.shape[1] != width:
             raise ValueError(f"{owner}: teacher {what} must be (N, {width}), got {values.shape}")
         variable.assign(values)
+
+
+def rows(owner: str, what: str, table, inputs, live) -> tf.Tensor:
+    """The teacher's `what` for the batch: `table` gathered by `inputs["index"]`, or, without a
+    table, `live(inputs["full"])` with no gradient (`live` None: no teacher to run)."""
+    if table is not None:
+        return tf.gather(table, inputs["index"])
+    if live is None or "full" not in inputs:
+        raise ValueError(
+            f"{owner}: no cached teacher {what} for this phase, so the teacher must run live: "
+            "give `teacher` and a 'full' view in the inputs")
+    return tf.stop_gradient(live(inputs["full"]))
