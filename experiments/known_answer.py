@@ -14,11 +14,12 @@ transfer diagnostics (fer_distill.evaluation.transfer: KL(teacher ‖ model), to
 Teacher and baseline fine-tune one shared "pretrained" network with a fresh fc8, as the
 paper's start from one pretrained file: `mini` trained on full faces of the "classic" demo set
 (other faces, other expression blends). The controls: `kd_lambda0` (λ = 0: the kd stage's
-extra epochs without the teacher, which must equal the baseline) and `kd_shuffled` (each image paired with another image's cached teacher
-output, which must not beat the baseline). Writes --output (Markdown: mean ± sd over seeds,
-paired t-tests over seeds and McNemar's exact test on the pooled test images, both against
-the baseline; the kd and triplet settings chosen on validation, `chosen_on_validation`) and
---output's .json twin; every run stays under --workdir.
+extra epochs without the teacher, which must equal the baseline) and `kd_shuffled` (each image
+paired with another image's cached teacher output, which must not beat the baseline).
+Writes --output (Markdown: mean ± sd over seeds, paired t-tests over seeds and McNemar's exact
+test on the pooled test images, both against the baseline; the kd and triplet settings chosen
+on validation, `chosen_on_validation`) and --output's .json twin; every run stays under
+--workdir.
 """
 from __future__ import annotations
 

@@ -106,10 +106,8 @@ class TripletModel(keras.Model):
         if len(images) != len(negative_emb) or len(images) == 0:
             raise ValueError(f"TripletModel: {len(images)} pool images for "
                              f"{len(negative_emb)} negative embeddings (need the same, >= 1)")
-        if self.normalize:
-            positive_emb, negative_emb = (tf.math.l2_normalize(
-                np.asarray(e, np.float32), axis=-1).numpy() for e in (positive_emb, negative_emb))
-        self.miner.set_pools(positive_emb, positive_labels, negative_emb, negative_labels,
+        self.miner.set_pools(self._unit(positive_emb), positive_labels,
+                             self._unit(negative_emb), negative_labels,
                              positive_ids=ids, negative_ids=ids)
         self._pool_words.assign(self._pack(images))
 
@@ -132,7 +130,8 @@ class TripletModel(keras.Model):
         return self.embedder(inputs, training=training)
 
     def _unit(self, embedding):
-        """`embedding` for eq. 3: unit length (float32) with `normalize`, else as it is."""
+        """`embedding` for eq. 3 and the mining (step and pools): unit length (float32) with
+        `normalize`, else as it is."""
         if not self.normalize:
             return embedding
         return tf.math.l2_normalize(tf.cast(embedding, tf.float32), axis=-1)
